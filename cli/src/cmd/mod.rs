@@ -1,0 +1,9 @@
+//! One module per subcommand: a clap args struct (its `///` comments are the help) and `run`.
+
+pub mod deploy;
+pub mod describe;
+pub mod invoke;
+pub mod logs;
+pub mod ls;
+pub mod rm;
+pub mod usage;

@@ -1,0 +1,250 @@
+//! A revision's pool of pre-instantiated instances. The request path pops a ready instance
+//! (or instantiates on demand when none is left: a cold start); a background task refills the
+//! pool up to its target. One instance serves one request and is then dropped.
+
+use crate::engine::{Compiled, Shared};
+use crate::host::{DenyOutbound, Host, MemoryMeter};
+use crate::logs::LogStream;
+use crate::{Limits, LogBuffer};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RevisionId {
+    pub function: Arc<str>,
+    pub revision: u64,
+}
+
+/// A running revision: its limits, logs and instance pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Revision {
+    pub(crate) inner: Arc<PoolInner>,
+}
+
+/// A snapshot of a pool for scaling decisions and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub ready: usize,
+    pub target: usize,
+    pub in_flight: usize,
+    pub invocations: u64,
+    pub cold_starts: u64,
+    /// Time since the last request started (or since the pool started, if none has).
+    pub idle_for: Duration,
+}
+
+pub(crate) struct PoolInner {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: RevisionId,
+    pre: ProxyPre<Host>,
+    pub(crate) limits: Limits,
+    logs: Arc<LogBuffer>,
+    ready: Mutex<Vec<Ready>>,
+    target: AtomicUsize,
+    refill: Arc<Notify>,
+    pub(crate) in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+    pub(crate) invocations: AtomicU64,
+    pub(crate) cold_starts: AtomicU64,
+    started: Instant,
+    /// Milliseconds after `started` when the last request arrived.
+    last_request_ms: AtomicU64,
+}
+
+/// An instance created ahead of its request.
+pub(crate) struct Ready {
+    pub(crate) store: Store<Host>,
+    pub(crate) proxy: Proxy,
+}
+
+impl Revision {
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        id: RevisionId,
+        compiled: Compiled,
+        limits: Limits,
+        logs: Arc<LogBuffer>,
+    ) -> Self {
+        let refill = Arc::new(Notify::new());
+        let inner = Arc::new(PoolInner {
+            shared,
+            id,
+            pre: compiled.pre,
+            limits,
+            logs,
+            ready: Mutex::new(Vec::new()),
+            target: AtomicUsize::new(0),
+            refill: refill.clone(),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
+            invocations: AtomicU64::new(0),
+            cold_starts: AtomicU64::new(0),
+            started: Instant::now(),
+            last_request_ms: AtomicU64::new(0),
+        });
+        tokio::spawn(refill_loop(Arc::downgrade(&inner), refill));
+        Self { inner }
+    }
+
+    pub fn id(&self) -> &RevisionId {
+        &self.inner.id
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn logs(&self) -> &Arc<LogBuffer> {
+        &self.inner.logs
+    }
+
+    /// Sets how many ready instances the pool keeps; extra ones are dropped at once.
+    pub fn set_target(&self, target: usize) {
+        let inner = &self.inner;
+        if inner.target.swap(target, Ordering::Relaxed) == target {
+            return;
+        }
+        let surplus: Vec<Ready> = {
+            let mut ready = inner.ready.lock().unwrap();
+            let keep = ready.len().min(target);
+            ready.drain(keep..).collect()
+        };
+        for r in surplus {
+            inner.reap(r.store);
+        }
+        inner.refill.notify_one();
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let inner = &self.inner;
+        let last = Duration::from_millis(inner.last_request_ms.load(Ordering::Relaxed));
+        PoolStats {
+            ready: inner.ready.lock().unwrap().len(),
+            target: inner.target.load(Ordering::Relaxed),
+            in_flight: inner.in_flight.load(Ordering::Relaxed),
+            invocations: inner.invocations.load(Ordering::Relaxed),
+            cold_starts: inner.cold_starts.load(Ordering::Relaxed),
+            idle_for: inner.started.elapsed().saturating_sub(last),
+        }
+    }
+
+    /// Highest concurrency seen since the last call (at least the current one); the scaler
+    /// samples it once per tick.
+    pub fn take_peak_in_flight(&self) -> usize {
+        let now = self.inner.in_flight.load(Ordering::Relaxed);
+        self.inner.peak_in_flight.swap(now, Ordering::Relaxed).max(now)
+    }
+}
+
+impl PoolInner {
+    /// Marks a request's arrival; the returned guard marks its end.
+    pub(crate) fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        self.last_request_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// A ready instance, or a fresh one when the pool is empty (`cold` = true).
+    pub(crate) async fn take(&self) -> Result<(Ready, bool), String> {
+        let popped = self.ready.lock().unwrap().pop();
+        self.refill.notify_one();
+        match popped {
+            Some(ready) => Ok((ready, false)),
+            None => {
+                self.cold_starts.fetch_add(1, Ordering::Relaxed);
+                Ok((self.instantiate().await?, true))
+            }
+        }
+    }
+
+    async fn instantiate(&self) -> Result<Ready, String> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(LogStream(self.logs.clone())).stderr(LogStream(self.logs.clone())).arg(&*self.id.function);
+        let host = Host {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: DenyOutbound,
+            memory: MemoryMeter { limit: self.limits.memory_bytes, peak: 0, refused: false },
+            deadline: Instant::now() + self.limits.timeout,
+        };
+        let mut store = Store::new(&self.shared.engine, host);
+        store.limiter(|host| &mut host.memory);
+        // Each epoch tick, a running guest yields to the executor (so a busy loop cannot starve
+        // other requests on this worker) until its deadline, when it is interrupted.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
+        let proxy = self.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
+        Ok(Ready { store, proxy })
+    }
+
+    /// Hands a finished store to the reaper thread, which returns its slot to the pool.
+    pub(crate) fn reap(&self, store: Store<Host>) {
+        // The reaper only stops when the runtime is gone; then dropping here is fine.
+        if let Err(returned) = self.shared.reaper.send(store) {
+            drop(returned.0);
+        }
+    }
+
+    fn push_if_wanted(&self, ready: Ready) {
+        let surplus = {
+            let mut pool = self.ready.lock().unwrap();
+            if pool.len() < self.target.load(Ordering::Relaxed) {
+                pool.push(ready);
+                return;
+            }
+            ready
+        };
+        self.reap(surplus.store);
+    }
+
+    fn wants_more(&self) -> bool {
+        self.ready.lock().unwrap().len() < self.target.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        // Wake the refill task so it sees the pool is gone and exits.
+        self.refill.notify_one();
+    }
+}
+
+pub(crate) struct InFlight<'a>(&'a PoolInner);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn refill_loop(pool: Weak<PoolInner>, refill: Arc<Notify>) {
+    loop {
+        let notified = refill.notified();
+        {
+            let Some(pool) = pool.upgrade() else { return };
+            while pool.wants_more() {
+                match pool.instantiate().await {
+                    Ok(ready) => pool.push_if_wanted(ready),
+                    Err(e) => {
+                        // Out of pool slots, most likely; retry when the next request wakes us.
+                        tracing::warn!(function = %pool.id.function, "pre-instantiation failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        notified.await;
+    }
+}

@@ -33,7 +33,7 @@ pub fn duration_ms(ms: u64) -> String {
     if ms < SEC {
         format!("{ms}ms")
     } else if ms < MIN {
-        if ms % SEC == 0 {
+        if ms.is_multiple_of(SEC) {
             format!("{}s", ms / SEC)
         } else {
             let s = format!("{}.{:03}", ms / SEC, ms % SEC);
@@ -41,10 +41,18 @@ pub fn duration_ms(ms: u64) -> String {
         }
     } else if ms < HOUR {
         let (m, s) = (ms / MIN, ms % MIN / SEC);
-        if s == 0 { format!("{m}m") } else { format!("{m}m{s}s") }
+        if s == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{s}s")
+        }
     } else {
         let (h, m) = (ms / HOUR, ms % HOUR / MIN);
-        if m == 0 { format!("{h}h") } else { format!("{h}h{m}m") }
+        if m == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{m}m")
+        }
     }
 }
 
@@ -88,7 +96,11 @@ pub fn short_hash(hash: &str) -> String {
         return hash.to_owned();
     }
     let short: String = digest.chars().take(8).collect();
-    if algo.is_empty() { format!("{short}…") } else { format!("{algo}:{short}…") }
+    if algo.is_empty() {
+        format!("{short}…")
+    } else {
+        format!("{algo}:{short}…")
+    }
 }
 
 /// Milliseconds since the unix epoch, now.

@@ -21,10 +21,17 @@ use crate::output::Output;
 #[command(name = "wisp", version, propagate_version = true)]
 struct Cli {
     /// Base URL of the Wisp node
-    #[arg(long, global = true, env = "WISP_NODE", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "WISP_NODE",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
     node: String,
-    /// Output format
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    /// Output format: aligned text, or the node's JSON unchanged
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table, help_heading = "Global options")]
     output: Output,
     #[command(subcommand)]
     command: Command,

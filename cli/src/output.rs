@@ -6,9 +6,9 @@ use std::process::ExitCode;
 /// How commands print their answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
-    /// Aligned, human-readable columns
+    // Aligned, human-readable text.
     Table,
-    /// The node's JSON answer, unchanged
+    // The node's JSON answer, unchanged.
     Json,
 }
 

@@ -43,7 +43,8 @@ pub struct DeployArgs {
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn run(client: &Client, output: Output, args: DeployArgs) -> anyhow::Result<()> {
-    let wasm = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let wasm =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let settings = [
         ("min_warm", args.min_warm.map(|n| n.to_string())),
         ("memory", args.memory),
@@ -53,7 +54,10 @@ pub fn run(client: &Client, output: Output, args: DeployArgs) -> anyhow::Result<
         ("max_response_body", args.max_response_body),
     ];
     let mut req = client
-        .admin("POST", &format!("/v1/functions/{}", client::segment(&args.name)))
+        .admin(
+            "POST",
+            &format!("/v1/functions/{}", client::segment(&args.name)),
+        )
         .timeout(DEPLOY_TIMEOUT)
         .set("Content-Type", "application/wasm");
     for (key, value) in &settings {

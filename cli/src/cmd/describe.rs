@@ -24,7 +24,10 @@ pub fn run(client: &Client, output: Output, args: DescribeArgs) -> anyhow::Resul
         &[
             ("name", f.name.clone()),
             ("revision", f.revision.to_string()),
-            ("component", format!("{} ({})", f.component_hash, human::size(f.component_bytes))),
+            (
+                "component",
+                format!("{} ({})", f.component_hash, human::size(f.component_bytes)),
+            ),
             ("deployed", when(f.created_at_ms)),
             ("ready instances", f.ready_instances.to_string()),
             ("in flight", f.in_flight.to_string()),
@@ -47,7 +50,11 @@ pub fn run(client: &Client, output: Output, args: DescribeArgs) -> anyhow::Resul
         text.push_str("revisions:\n");
         let mut t = Table::new(&["REVISION", "COMPONENT", "DEPLOYED", "AGE"]);
         for r in revisions {
-            let mark = if r.revision == f.revision { " (current)" } else { "" };
+            let mark = if r.revision == f.revision {
+                " (current)"
+            } else {
+                ""
+            };
             t.row(vec![
                 format!("{}{mark}", r.revision),
                 r.component_hash.clone(),

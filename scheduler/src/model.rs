@@ -1,0 +1,216 @@
+//! What a function is, as users describe it: its name and settings, with validation that
+//! names the offending field.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use wisp_runtime::Limits;
+
+use crate::SchedulerError;
+
+/// Settings of one revision: scaling and per-invocation limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Ready instances kept while the function is in use.
+    pub min_warm: u32,
+    /// Without requests for this long, the function drops to zero resident instances.
+    pub idle_timeout_ms: u64,
+    pub memory_bytes: u64,
+    pub timeout_ms: u64,
+    pub max_request_body_bytes: u64,
+    pub max_response_body_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            min_warm: 1,
+            idle_timeout_ms: 60_000,
+            memory_bytes: limits.memory_bytes,
+            timeout_ms: limits.timeout.as_millis() as u64,
+            max_request_body_bytes: limits.max_request_body,
+            max_response_body_bytes: limits.max_response_body,
+        }
+    }
+}
+
+/// Deploy-time settings names, as accepted in query parameters and manifests.
+pub const SETTING_NAMES: [&str; 6] =
+    ["min_warm", "idle_timeout", "memory", "timeout", "max_request_body", "max_response_body"];
+
+const MAX_MIN_WARM: u32 = 1000;
+const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const MAX_BODY: u64 = 1 << 30;
+const MIN_MEMORY: u64 = 1 << 20;
+
+impl Settings {
+    /// Defaults overridden by `(name, value)` pairs, e.g. `("memory", "64Mi")`.
+    pub fn from_params<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, SchedulerError> {
+        let mut s = Settings::default();
+        for (name, value) in params {
+            let invalid = |message: String| SchedulerError::InvalidSetting { field: name.to_string(), message };
+            match name {
+                "min_warm" => {
+                    s.min_warm = value.parse().map_err(|_| invalid(format!("{value:?} is not a whole number")))?;
+                    if s.min_warm > MAX_MIN_WARM {
+                        return Err(invalid(format!("{} is above the maximum of {MAX_MIN_WARM}", s.min_warm)));
+                    }
+                }
+                "idle_timeout" => s.idle_timeout_ms = parse_duration(value).map_err(invalid)?.as_millis() as u64,
+                "memory" => {
+                    s.memory_bytes = parse_size(value).map_err(invalid)?;
+                    if s.memory_bytes < MIN_MEMORY {
+                        return Err(invalid(format!("{value} is below the minimum of 1Mi")));
+                    }
+                }
+                "timeout" => {
+                    let t = parse_duration(value).map_err(invalid)?;
+                    if t.is_zero() || t > MAX_TIMEOUT {
+                        return Err(invalid(format!("{value} must be above 0 and at most 15m")));
+                    }
+                    s.timeout_ms = t.as_millis() as u64;
+                }
+                "max_request_body" | "max_response_body" => {
+                    let n = parse_size(value).map_err(invalid)?;
+                    if n == 0 || n > MAX_BODY {
+                        return Err(invalid(format!("{value} must be above 0 and at most 1Gi")));
+                    }
+                    if name == "max_request_body" {
+                        s.max_request_body_bytes = n;
+                    } else {
+                        s.max_response_body_bytes = n;
+                    }
+                }
+                other => {
+                    return Err(SchedulerError::InvalidSetting {
+                        field: other.to_string(),
+                        message: format!("unknown setting (expected one of: {})", SETTING_NAMES.join(", ")),
+                    });
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.memory_bytes,
+            timeout: Duration::from_millis(self.timeout_ms),
+            max_request_body: self.max_request_body_bytes,
+            max_response_body: self.max_response_body_bytes,
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+/// Function names are DNS-1123 labels, like Kubernetes object names: they appear in URLs.
+pub fn validate_name(name: &str) -> Result<(), SchedulerError> {
+    let invalid = |why: &str| SchedulerError::InvalidName { name: name.to_string(), reason: why.to_string() };
+    if name.is_empty() || name.len() > 63 {
+        return Err(invalid("must be 1 to 63 characters"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(invalid("may contain only lowercase letters, digits and '-'"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.ends_with('-') {
+        return Err(invalid("must start with a letter and end with a letter or digit"));
+    }
+    Ok(())
+}
+
+/// `1048576`, `64Ki`, `128Mi`, `1Gi`, `10M` (decimal).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size (e.g. 64Mi, 1048576)"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "K" | "k" => 1000,
+        "M" => 1000_000,
+        "G" => 1000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(format!("{s:?} has an unknown size unit {unit:?} (use Ki, Mi, Gi, K, M or G)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `500ms`, `10s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m)"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "" => return Err(format!("{s:?} needs a unit: ms, s, m or h")),
+        _ => return Err(format!("{s:?} has an unknown unit {unit:?} (use ms, s, m or h)")),
+    })
+}
+
+/// A function as the admin API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionView {
+    pub name: String,
+    pub revision: u64,
+    pub component_hash: String,
+    pub component_bytes: u64,
+    pub created_at_ms: u64,
+    pub settings: Settings,
+    pub ready_instances: usize,
+    pub in_flight: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<RevisionView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevisionView {
+    pub revision: u64,
+    pub component_hash: String,
+    pub created_at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels() {
+        assert!(validate_name("hello").is_ok());
+        assert!(validate_name("a1-b2").is_ok());
+        for bad in ["", "Hello", "-x", "x-", "1abc", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64Mi").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("2K").unwrap(), 2000);
+        assert!(parse_size("12Xi").is_err());
+        assert!(parse_size("Mi").is_err());
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("10").is_err());
+    }
+
+    #[test]
+    fn settings_name_the_bad_field() {
+        let err = Settings::from_params([("memory", "lots")]).unwrap_err().to_string();
+        assert!(err.contains("memory"), "{err}");
+        let err = Settings::from_params([("colour", "red")]).unwrap_err().to_string();
+        assert!(err.contains("colour") && err.contains("min_warm"), "{err}");
+        let s = Settings::from_params([("min_warm", "0"), ("timeout", "2s")]).unwrap();
+        assert_eq!((s.min_warm, s.timeout_ms), (0, 2000));
+    }
+}

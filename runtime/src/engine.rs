@@ -100,10 +100,11 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)
         // A Rust wasm32-wasip2 component is a handful of core instances (main module, shims)
-        // with one memory and a few tables; leave headroom for other toolchains.
+        // with one memory and two tables. Memories are sized exactly: each slot reserves 4 GiB
+        // of address space, and the density target (10k+ instances) needs that to fit.
         .total_core_instances(n.saturating_mul(8))
-        .total_memories(n.saturating_mul(2))
-        .total_tables(n.saturating_mul(4))
+        .total_memories(n)
+        .total_tables(n.saturating_mul(3))
         .total_stacks(n)
         .max_memory_size(config.max_memory_bytes as usize)
         // Resetting a slot with memset beats madvise+refault for the small memories of

@@ -135,6 +135,16 @@ impl Revision {
         }
     }
 
+    /// Takes one instance as a request would (from the pool, or instantiated on demand when
+    /// the pool is empty: `cold`) and releases it unused. For benchmarks of the take itself.
+    pub async fn probe_take(&self) -> Result<(Duration, bool), String> {
+        let started = Instant::now();
+        let (ready, cold) = self.inner.take().await?;
+        let elapsed = started.elapsed();
+        self.inner.reap(ready.store);
+        Ok((elapsed, cold))
+    }
+
     /// Highest concurrency seen since the last call (at least the current one); the scaler
     /// samples it once per tick.
     pub fn take_peak_in_flight(&self) -> usize {

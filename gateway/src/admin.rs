@@ -54,14 +54,13 @@ pub(crate) async fn handle(gateway: &Gateway, req: Request<Incoming>) -> Result<
 async fn deploy(gateway: &Gateway, name: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let limit = gateway.config.max_component_bytes;
     let params = query_pairs(&req);
-    // Cheap checks first, so a bad name or setting never waits for a large upload.
-    wisp_scheduler::validate_name(name)?;
-    wisp_scheduler::Settings::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let too_large = ApiError::BodyTooLarge { what: "component upload", limit };
     let declared = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large);
     }
+    // The upload is read (within its limit) before any answer, so clients still sending it
+    // get the error instead of a broken pipe; the scheduler validates before compiling.
     let bytes = match Limited::new(req.into_body(), limit as usize).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return Err(too_large),

@@ -1,0 +1,65 @@
+use crate::harness::*;
+use std::process::{Command, Output};
+
+fn wisp(node: &Node, args: &[&str]) -> Output {
+    Command::new(wisp_bin()).arg("--node").arg(&node.url).args(args).output().expect("running wisp")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "wisp failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn the_cli_deploys_invokes_and_inspects() {
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &[]);
+    let hello = functions_dir().join("hello.wasm");
+    let echo = functions_dir().join("echo.wasm");
+    let out = stdout(&wisp(&node, &["deploy", "hello", hello.to_str().unwrap(), "--min-warm", "2", "--memory", "64Mi", "--timeout", "10s"]));
+    assert!(out.contains("deployed hello revision 1"), "{out}");
+    stdout(&wisp(&node, &["deploy", "echo", echo.to_str().unwrap()]));
+
+    assert_eq!(stdout(&wisp(&node, &["invoke", "hello"])), "Hello from Wisp!\n");
+    let echoed = stdout(&wisp(&node, &["invoke", "echo", "--path", "/p?q=1", "--data", "hi", "-H", "x-test: yes"]));
+    let echoed: serde_json::Value = serde_json::from_str(&echoed).unwrap();
+    assert_eq!((echoed["method"].as_str(), echoed["path"].as_str(), echoed["query"].as_str()), (Some("POST"), Some("/p"), Some("q=1")));
+    assert_eq!((echoed["body"].as_str(), echoed["headers"]["x-test"].as_str()), (Some("hi"), Some("yes")));
+
+    let table = stdout(&wisp(&node, &["ls"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("hello") && table.contains("64 MiB"), "{table}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&wisp(&node, &["ls", "-o", "json"]))).unwrap();
+    assert_eq!(listed["functions"].as_array().unwrap().len(), 2);
+
+    let described = stdout(&wisp(&node, &["describe", "hello"]));
+    assert!(described.contains("revision") && described.contains("10s"), "{described}");
+    let usage = stdout(&wisp(&node, &["usage"]));
+    assert!(usage.contains("hello") && usage.contains("echo"), "{usage}");
+    let usage: serde_json::Value = serde_json::from_str(&stdout(&wisp(&node, &["usage", "-o", "json"]))).unwrap();
+    assert_eq!(usage["summary"].as_array().unwrap().len(), 2);
+    stdout(&wisp(&node, &["logs", "hello"]));
+
+    // Errors from the node are shown plainly, with a non-zero exit.
+    let missing = wisp(&node, &["invoke", "nope"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("\"nope\" not found"));
+    let bad = wisp(&node, &["deploy", "Bad", hello.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid function name"));
+
+    assert!(stdout(&wisp(&node, &["rm", "echo"])).contains("deleted echo"));
+    assert!(!wisp(&node, &["describe", "echo"]).status.success());
+}
+
+#[test]
+fn wisp_up_deploys_a_directory_of_components() {
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &["--deploy-dir", functions_dir().to_str().unwrap()]);
+    assert_eq!(node.get("/fn/hello").body, "Hello from Wisp!\n");
+    assert_eq!(node.get("/fn/rawhello").status, 200);
+    node.stop();
+    // Unchanged components are not redeployed on the next start.
+    let node = Node::start(dir.path(), &["--deploy-dir", functions_dir().to_str().unwrap()]);
+    assert_eq!(node.function("hello")["revision"], 1);
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: a real `wisp up` process on an ephemeral port with a temp data dir, real
+//! HTTP, real wasmtime, real SQLite, and the example guest functions built for wasm32-wasip2.
+
+mod admin;
+mod cli;
+mod harness;
+mod isolation;
+mod lifecycle;
+mod usage;

@@ -11,6 +11,10 @@ mod up;
 
 use std::process::ExitCode;
 
+// The node allocates per request across worker threads; glibc's arenas contended under load.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 use crate::client::Client;

@@ -8,10 +8,9 @@ use crate::validate::{check_bytes, is_incoming_handler};
 use crate::{DeployError, Limits, LogBuffer, RuntimeConfig, RuntimeError, UsageSink};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// Shared by every revision on the node.
@@ -19,8 +18,6 @@ pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) config: RuntimeConfig,
     pub(crate) usage: Arc<dyn UsageSink>,
-    /// Finished stores go here so resetting their pool slots happens off the response path.
-    pub(crate) reaper: mpsc::Sender<Store<Host>>,
 }
 
 #[derive(Clone)]
@@ -37,7 +34,7 @@ pub struct Compiled {
 }
 
 impl Runtime {
-    /// Builds the engine and starts its epoch ticker and reaper threads. `cache_dir` holds
+    /// Builds the engine and starts its epoch ticker thread. `cache_dir` holds
     /// compiled components.
     pub fn new(config: RuntimeConfig, cache_dir: &Path, usage: Arc<dyn UsageSink>) -> Result<Self, RuntimeError> {
         let engine = Engine::new(&engine_config(&config)).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
@@ -49,13 +46,8 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let cache = CompileCache::open(cache_dir, &engine)?;
         spawn_epoch_ticker(&engine, config.epoch_tick);
-        let (reaper, dead) = mpsc::channel::<Store<Host>>();
-        std::thread::Builder::new()
-            .name("wisp-reaper".into())
-            .spawn(move || dead.into_iter().for_each(drop))
-            .expect("spawning the reaper thread");
         Ok(Self {
-            shared: Arc::new(Shared { engine, config, usage, reaper }),
+            shared: Arc::new(Shared { engine, config, usage }),
             linker: Arc::new(linker),
             cache: Arc::new(cache),
         })

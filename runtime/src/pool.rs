@@ -47,6 +47,9 @@ pub(crate) struct PoolInner {
     pub(crate) limits: Limits,
     logs: Arc<LogBuffer>,
     ready: Mutex<Vec<Ready>>,
+    /// Finished stores, dropped by the refill task: returning a slot to the pool (and resetting
+    /// its memory) happens off the response path, right before the slot is reused.
+    finished: Mutex<Vec<Store<Host>>>,
     target: AtomicUsize,
     refill: Arc<Notify>,
     pub(crate) in_flight: AtomicUsize,
@@ -80,6 +83,7 @@ impl Revision {
             limits,
             logs,
             ready: Mutex::new(Vec::new()),
+            finished: Mutex::new(Vec::new()),
             target: AtomicUsize::new(0),
             refill: refill.clone(),
             in_flight: AtomicUsize::new(0),
@@ -199,12 +203,15 @@ impl PoolInner {
         Ok(Ready { store, proxy })
     }
 
-    /// Hands a finished store to the reaper thread, which returns its slot to the pool.
+    /// Hands a finished store to the refill task, which drops it (freeing its pool slot).
     pub(crate) fn reap(&self, store: Store<Host>) {
-        // The reaper only stops when the runtime is gone; then dropping here is fine.
-        if let Err(returned) = self.shared.reaper.send(store) {
-            drop(returned.0);
-        }
+        self.finished.lock().unwrap().push(store);
+        self.refill.notify_one();
+    }
+
+    fn drop_finished(&self) {
+        let finished = std::mem::take(&mut *self.finished.lock().unwrap());
+        drop(finished);
     }
 
     fn push_if_wanted(&self, ready: Ready) {
@@ -244,6 +251,7 @@ async fn refill_loop(pool: Weak<PoolInner>, refill: Arc<Notify>) {
         let notified = refill.notified();
         {
             let Some(pool) = pool.upgrade() else { return };
+            pool.drop_finished();
             while pool.wants_more() {
                 match pool.instantiate().await {
                     Ok(ready) => pool.push_if_wanted(ready),

@@ -1,0 +1,128 @@
+//! Scenario 2 (cold): deploy M copies of `hello` with `min_warm=0` (empty pools), then send the
+//! first request to each over an already-open keep-alive connection. `/metrics`
+//! (`wisp_cold_starts_total`) proves every first request instantiated on demand.
+//!
+//! Also the HTTP half of scenario 5 (overhead): sequential requests through the node.
+
+use crate::client::{self, Conn};
+use crate::loadgen::{self, Latency, Target};
+use crate::{Plan, log};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ColdReport {
+    pub status: String,
+    /// First requests sent (one per function).
+    pub requests: u64,
+    pub functions: usize,
+    pub deploy_s: f64,
+    /// First requests that `/metrics` counts as cold starts (expected: all of them).
+    pub verified_cold: usize,
+    pub all_cold: bool,
+    pub non_2xx: u64,
+    pub latency: Latency,
+    /// Every first-request latency, in deploy order, microseconds.
+    pub samples_us: Vec<f64>,
+    /// Wisp's warm p50 at 1 connection (scenario 1), for the ratio.
+    pub warm_p50_us: Option<f64>,
+    pub p50_vs_warm_p50: Option<f64>,
+    pub p99_vs_warm_p50: Option<f64>,
+}
+
+pub fn run(plan: &Plan, wisp: &Target, wasm: &Bytes, warm_p50_us: Option<f64>) -> ColdReport {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let mut report = ColdReport {
+        status: "ok".into(),
+        requests: 0,
+        functions: plan.cold_functions,
+        deploy_s: 0.0,
+        verified_cold: 0,
+        all_cold: false,
+        non_2xx: 0,
+        latency: Latency::default(),
+        samples_us: Vec::new(),
+        warm_p50_us,
+        p50_vs_warm_p50: None,
+        p99_vs_warm_p50: None,
+    };
+    if let Err(e) = rt.block_on(run_async(plan, wisp, wasm, &mut report)) {
+        report.status = format!("failed: {e:#}");
+    }
+    report
+}
+
+async fn run_async(plan: &Plan, wisp: &Target, wasm: &Bytes, report: &mut ColdReport) -> anyhow::Result<()> {
+    let names: Vec<String> = (0..plan.cold_functions).map(|i| format!("cold-{i}")).collect();
+    let mut admin = Conn::connect(wisp.addr).await?;
+    let t = Instant::now();
+    for name in &names {
+        let (status, body) =
+            admin.send(Method::POST, &format!("/v1/functions/{name}?min_warm=0"), wasm.clone()).await?;
+        if status != StatusCode::CREATED {
+            anyhow::bail!("deploying {name}: {status} {}", String::from_utf8_lossy(&body));
+        }
+    }
+    report.deploy_s = t.elapsed().as_secs_f64();
+
+    let mut hist = loadgen::new_hist();
+    let mut conn = Conn::connect(wisp.addr).await?;
+    conn.get("/healthz").await?; // the connection itself is warm; the functions are not
+    for name in &names {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let t0 = Instant::now();
+        let (status, _) = conn.get(&format!("/fn/{name}")).await?;
+        let ns = t0.elapsed().as_nanos() as u64;
+        hist.saturating_record(ns);
+        report.samples_us.push(ns as f64 / 1e3);
+        report.requests += 1;
+        if !status.is_success() {
+            report.non_2xx += 1;
+        }
+    }
+    report.latency = Latency::from_hist(&hist);
+
+    let (_, metrics) = client::once(wisp.addr, Method::GET, "/metrics", Bytes::new()).await?;
+    let metrics = String::from_utf8_lossy(&metrics);
+    let cold = client::metric_by_function(&metrics, "wisp_cold_starts_total");
+    report.verified_cold =
+        names.iter().filter(|n| cold.iter().any(|(f, v)| f == *n && *v == 1.0)).count();
+    report.all_cold = report.verified_cold == names.len();
+    if let Some(w) = report.warm_p50_us.filter(|w| *w > 0.0) {
+        report.p50_vs_warm_p50 = Some(report.latency.p50_us / w);
+        report.p99_vs_warm_p50 = Some(report.latency.p99_us / w);
+    }
+    log(&format!(
+        "cold: {} first requests, p50 {:.1} us, p99 {:.1} us, max {:.1} us; {} of {} verified cold in /metrics",
+        report.requests, report.latency.p50_us, report.latency.p99_us, report.latency.max_us, report.verified_cold, names.len()
+    ));
+    Ok(())
+}
+
+/// Sequential requests (one at a time, one keep-alive connection) through the node; returns
+/// the latency and the cold starts the node counted meanwhile.
+pub fn sequential_http(target: &Target, warmup: usize, samples: usize) -> anyhow::Result<(Latency, u64)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut conn = Conn::connect(target.addr).await?;
+        for _ in 0..warmup {
+            conn.get(&target.path).await?;
+        }
+        let metrics = |addr| async move {
+            let (_, m) = client::once(addr, Method::GET, "/metrics", Bytes::new()).await?;
+            anyhow::Ok(client::metric_sum(&String::from_utf8_lossy(&m), "wisp_cold_starts_total", "function=\"hello\"") as u64)
+        };
+        let before = metrics(target.addr).await?;
+        let mut hist = loadgen::new_hist();
+        for _ in 0..samples {
+            let t0 = Instant::now();
+            let (status, _) = conn.get(&target.path).await?;
+            hist.saturating_record(t0.elapsed().as_nanos() as u64);
+            anyhow::ensure!(status.is_success(), "{} answered {status}", target.path);
+        }
+        let after = metrics(target.addr).await?;
+        Ok((Latency::from_hist(&hist), after.saturating_sub(before)))
+    })
+}

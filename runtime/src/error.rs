@@ -27,6 +27,8 @@ pub enum DeployError {
     MissingExport(String),
     #[error("component imports something this node does not provide: {0}")]
     Link(String),
+    #[error("component failed to instantiate: {0}")]
+    Instantiate(String),
     #[error("memory limit {requested} bytes exceeds this node's maximum of {max} bytes")]
     MemoryTooLarge { requested: u64, max: u64 },
     #[error("writing compiled component to the cache: {0}")]

@@ -140,7 +140,8 @@ impl Revision {
     }
 
     /// Takes one instance as a request would (from the pool, or instantiated on demand when
-    /// the pool is empty: `cold`) and releases it unused. For benchmarks of the take itself.
+    /// the pool is empty: `cold`) and releases it unused: proves the revision can instantiate
+    /// (deploys check this) and times the take (benchmarks).
     pub async fn probe_take(&self) -> Result<(Duration, bool), String> {
         let started = Instant::now();
         let (ready, cold) = self.inner.take().await?;

@@ -146,6 +146,11 @@ impl Scheduler {
         self.inner.runtime.check_limits(&settings.limits())?;
         let hash = hex::encode(Sha256::digest(&bytes));
         let compiled = self.compile(&hash, bytes.clone()).await?;
+        // Instantiate once with the function's own limits, so a component that cannot start
+        // (say, its initial memory is above `memory`) is refused now rather than on every request.
+        let probe = RevisionId { function: name.into(), revision: 0 };
+        let logs = LogBuffer::new(0);
+        self.inner.runtime.revision(probe, compiled.clone(), settings.limits(), logs).probe_take().await.map_err(DeployError::Instantiate)?;
 
         let _admin = self.inner.admin.lock().await;
         let inner = self.inner.clone();

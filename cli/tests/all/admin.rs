@@ -99,6 +99,11 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert_eq!(too_much.status, 400);
     assert!(too_much.error().contains("exceeds this node's maximum"), "{}", too_much.body);
 
+    // hello's initial linear memory is above 1 MiB: refused at deploy, not on every request.
+    let cannot_start = node.post("/v1/functions/other?memory=1Mi", &wasm("hello"));
+    assert_eq!(cannot_start.status, 400);
+    assert!(cannot_start.error().contains("failed to instantiate"), "{}", cannot_start.body);
+
     // A declared oversized upload is refused before its body is sent.
     let huge_upload = raw_http(&node, "POST /v1/functions/other HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n");
     assert!(huge_upload.starts_with("HTTP/1.1 413"), "{huge_upload}");

@@ -101,9 +101,9 @@ async fn run_async(plan: &Plan, wisp: &Target, wasm: &Bytes, report: &mut ColdRe
     Ok(())
 }
 
-/// Sequential requests (one at a time, one keep-alive connection) through the node; returns
-/// the latency and the cold starts the node counted meanwhile.
-pub fn sequential_http(target: &Target, warmup: usize, samples: usize) -> anyhow::Result<(Latency, u64)> {
+/// Sequential requests (one at a time, one keep-alive connection) through the node, `gap`
+/// apart when given; returns the latency and the cold starts the node counted meanwhile.
+pub fn sequential_http(target: &Target, warmup: usize, samples: usize, gap: Option<Duration>) -> anyhow::Result<(Latency, u64)> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let mut conn = Conn::connect(target.addr).await?;
@@ -117,6 +117,11 @@ pub fn sequential_http(target: &Target, warmup: usize, samples: usize) -> anyhow
         let before = metrics(target.addr).await?;
         let mut hist = loadgen::new_hist();
         for _ in 0..samples {
+            if let Some(gap) = gap {
+                // Blocking on purpose: nothing else runs on this runtime, and tokio's timer
+                // would round the pause up to a millisecond.
+                std::thread::sleep(gap);
+            }
             let t0 = Instant::now();
             let (status, _) = conn.get(&target.path).await?;
             hist.saturating_record(t0.elapsed().as_nanos() as u64);

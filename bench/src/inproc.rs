@@ -33,18 +33,27 @@ pub struct InProc {
     /// `probe_take` with target 0: every take instantiates.
     pub take_on_demand: Sampled,
     pub pool_size: usize,
-    /// `invoke` one at a time with target 1 (like a `min_warm=1` function at 1 connection).
+    /// `invoke` one at a time with target 1 and the pool refilled (plus `gap`) before each
+    /// call: the warm path, as in the paced HTTP series of scenario 5.
     pub invoke_pooled: Sampled,
+    /// `invoke` back to back with target 1 (like a `min_warm=1` function at 1 connection):
+    /// whenever the refill loses the race with the next call, the call instantiates.
+    pub invoke_back_to_back: Sampled,
     /// `invoke` one at a time with target 0 (every invocation instantiates: what `wasmtime
     /// serve` does per request, minus its HTTP server).
     pub invoke_on_demand: Sampled,
     pub samples: usize,
 }
 
+/// Pause between paced calls (in-process here, HTTP in scenario 5) so the pool is refilled and
+/// the reaper has caught up: each call then measures the warm path alone.
+pub const GAP: Duration = Duration::from_micros(200);
+
 pub fn run(plan: &Plan, wasm: &Bytes) -> anyhow::Result<InProc> {
+    let gap = GAP;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let cache = tempfile::tempdir()?;
-    let config = RuntimeConfig { pool_instances: 64, ..RuntimeConfig::default() };
+    let config = RuntimeConfig::default();
     let runtime = Runtime::new(config, cache.path(), Arc::new(NoUsage))?;
     let hash = hex::encode(Sha256::digest(wasm));
     let t = Instant::now();
@@ -90,19 +99,32 @@ pub fn run(plan: &Plan, wasm: &Bytes) -> anyhow::Result<InProc> {
         let take_on_demand = Sampled { latency: Latency::from_hist(&hist), cold };
 
         // Direct invocations.
-        let invoke_pooled = invoke_series(&revision, 1, warmup, samples).await?;
-        let invoke_on_demand = invoke_series(&revision, 0, warmup, samples).await?;
-        anyhow::Ok(InProc { compile_s, take_pooled, take_on_demand, pool_size, invoke_pooled, invoke_on_demand, samples })
+        let invoke_pooled = invoke_series(&revision, 1, warmup, samples, Some(gap)).await?;
+        let invoke_back_to_back = invoke_series(&revision, 1, warmup, samples, None).await?;
+        let invoke_on_demand = invoke_series(&revision, 0, warmup, samples, None).await?;
+        anyhow::Ok(InProc {
+            compile_s,
+            take_pooled,
+            take_on_demand,
+            pool_size,
+            invoke_pooled,
+            invoke_back_to_back,
+            invoke_on_demand,
+            samples,
+        })
     })?;
     log(&format!(
         "instantiate: take from pool p50 {:.1} us p99 {:.1} us; on demand p50 {:.1} us p99 {:.1} us",
         out.take_pooled.latency.p50_us, out.take_pooled.latency.p99_us, out.take_on_demand.latency.p50_us, out.take_on_demand.latency.p99_us
     ));
     log(&format!(
-        "in-process invoke: pooled p50 {:.1} us p99 {:.1} us ({} cold); on demand p50 {:.1} us p99 {:.1} us",
+        "in-process invoke: pooled p50 {:.1} us p99 {:.1} us ({} cold); back to back p50 {:.1} us ({} of {} cold); on demand p50 {:.1} us p99 {:.1} us",
         out.invoke_pooled.latency.p50_us,
         out.invoke_pooled.latency.p99_us,
         out.invoke_pooled.cold,
+        out.invoke_back_to_back.latency.p50_us,
+        out.invoke_back_to_back.cold,
+        out.samples,
         out.invoke_on_demand.latency.p50_us,
         out.invoke_on_demand.latency.p99_us
     ));
@@ -110,17 +132,29 @@ pub fn run(plan: &Plan, wasm: &Bytes) -> anyhow::Result<InProc> {
     Ok(out)
 }
 
-async fn invoke_series(revision: &Revision, target: usize, warmup: usize, samples: usize) -> anyhow::Result<Sampled> {
+async fn invoke_series(
+    revision: &Revision,
+    target: usize,
+    warmup: usize,
+    samples: usize,
+    paced: Option<Duration>,
+) -> anyhow::Result<Sampled> {
     revision.set_target(target);
     wait_ready(revision, target).await?;
     let mut hist = loadgen::new_hist();
     let mut cold = 0;
     for i in 0..warmup + samples {
+        if let Some(gap) = paced {
+            std::thread::sleep(gap);
+            wait_ready(revision, target).await?;
+        }
         let req = http::Request::get("/").header(http::header::HOST, "localhost").body(Empty::<Bytes>::new())?;
         let t0 = Instant::now();
         let invoked = revision.invoke(req).await;
         let ns = t0.elapsed().as_nanos() as u64;
-        let response = invoked.result.map_err(|e| anyhow::anyhow!("invoke: {e}"))?;
+        let response = invoked
+            .result
+            .map_err(|e| anyhow::anyhow!("invoke #{i} (pool target {target}, {:?}): {e}", revision.stats()))?;
         anyhow::ensure!(response.status().is_success(), "hello answered {}", response.status());
         if i >= warmup {
             hist.saturating_record(ns);

@@ -59,7 +59,6 @@ impl Latency {
 
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub name: String,
     pub addr: SocketAddr,
     pub path: String,
     /// The server process, for its CPU use.

@@ -26,7 +26,6 @@ pub const TUNED_FLAGS: [&str; 10] = [
 
 pub struct Server {
     child: Option<Child>,
-    pub name: String,
     pub addr: SocketAddr,
     pub pid: u32,
     pub log: PathBuf,
@@ -65,7 +64,7 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let mut server = Server { child: Some(child), name: "wisp".into(), addr: "0.0.0.0:0".parse()?, pid, log: log.into(), exit: None };
+        let mut server = Server { child: Some(child), addr: "0.0.0.0:0".parse()?, pid, log: log.into(), exit: None };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -91,7 +90,7 @@ impl Server {
     }
 
     /// Spawns `wasmtime serve -S cli` on a free port and waits until it accepts connections.
-    pub fn wasmtime(bin: &Path, wasm: &Path, name: &str, flags: &[&str], log: &Path) -> anyhow::Result<Server> {
+    pub fn wasmtime(bin: &Path, wasm: &Path, flags: &[&str], log: &Path) -> anyhow::Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let stderr = std::fs::File::create(log)?;
@@ -109,7 +108,7 @@ impl Server {
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
         let pid = child.id();
-        let mut server = Server { child: Some(child), name: name.into(), addr, pid, log: log.into(), exit: None };
+        let mut server = Server { child: Some(child), addr, pid, log: log.into(), exit: None };
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {

@@ -22,7 +22,7 @@ pub struct Contender {
 impl Contender {
     pub fn target(&self) -> Option<Target> {
         let s = self.server.as_ref().ok()?;
-        Some(Target { name: self.name.into(), addr: s.addr, path: self.path.into(), pid: Some(s.pid) })
+        Some(Target { addr: s.addr, path: self.path.into(), pid: Some(s.pid) })
     }
 
     pub fn status(&self) -> String {

@@ -176,7 +176,15 @@ impl PoolInner {
             Some(ready) => Ok((ready, false)),
             None => {
                 self.cold_starts.fetch_add(1, Ordering::Relaxed);
-                Ok((self.instantiate().await?, true))
+                match self.instantiate().await {
+                    Ok(ready) => Ok((ready, true)),
+                    // Slots of finished stores may not be back yet: return them and retry once.
+                    Err(_) if !self.finished.lock().unwrap().is_empty() => {
+                        self.drop_finished();
+                        Ok((self.instantiate().await?, true))
+                    }
+                    Err(e) => Err(e),
+                }
             }
         }
     }

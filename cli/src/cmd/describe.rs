@@ -46,7 +46,7 @@ pub fn run(client: &Client, output: Output, args: DescribeArgs) -> anyhow::Resul
         ],
         "  ",
     ));
-    if let Some(revisions) = &f.revisions {
+    if let revisions @ [_, ..] = f.revisions.as_slice() {
         text.push_str("revisions:\n");
         let mut t = Table::new(&["REVISION", "COMPONENT", "DEPLOYED", "AGE"]);
         for r in revisions {

@@ -88,7 +88,7 @@ pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<(
                 r.revision.to_string(),
                 human::age(r.start_ms, now),
                 r.outcome.clone(),
-                r.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                r.status.to_string(),
                 if r.cold { "yes" } else { "no" }.to_owned(),
                 r.wall_us.to_string(),
                 human::size(r.request_bytes),

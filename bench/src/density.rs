@@ -23,6 +23,8 @@ pub struct Level {
     /// "ok", "failed: ...", or "skipped: ...".
     pub status: String,
     /// Right after start-up, nothing deployed.
+    pub empty: Option<Footprint>,
+    /// After the first function (the component compiled and loaded once for the node).
     pub base: Option<Footprint>,
     /// After K idle functions (`min_warm=0`).
     pub idle: Option<Footprint>,
@@ -69,6 +71,17 @@ pub struct DensityReport {
     pub budget_s: f64,
     pub levels: Vec<Level>,
     pub first_limit: Option<FirstLimit>,
+    /// Largest K with one warm instance each that fits in vm.max_map_count, by the model below.
+    pub max_warm_by_map_count: Option<f64>,
+    pub map_count_model: String,
+    /// Further limits tried cheaply (e.g. whether a node with a bigger pool starts at all).
+    pub probes: Vec<Probe>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    pub what: String,
+    pub result: String,
 }
 
 pub fn run(plan: &Plan, wisp_bin: &Path, wasm: &Bytes, work: &Path) -> DensityReport {
@@ -82,6 +95,9 @@ pub fn run(plan: &Plan, wisp_bin: &Path, wasm: &Bytes, work: &Path) -> DensityRe
         budget_s: plan.density_budget.as_secs_f64(),
         levels: Vec::new(),
         first_limit: None,
+        max_warm_by_map_count: None,
+        map_count_model: String::new(),
+        probes: Vec::new(),
     };
     let mut nofile = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass.
@@ -117,6 +133,40 @@ pub fn run(plan: &Plan, wisp_bin: &Path, wasm: &Bytes, work: &Path) -> DensityRe
             break;
         }
     }
+    // Where vm.max_map_count ends density, from the measured map counts: an empty node has
+    // `a + b * pool` maps, each warm instance adds `c`; with pool = K + 100, solve for K.
+    let measured: Vec<&Level> = report.levels.iter().filter(|l| l.empty.is_some()).collect();
+    if let (Some(max), [l0, l1, ..]) = (machine_maps, measured.as_slice()) {
+        let (e0, e1) = (l0.empty.unwrap().maps as f64, l1.empty.unwrap().maps as f64);
+        let b = (e1 - e0) / (l1.pool_instances as f64 - l0.pool_instances as f64);
+        let a = e0 - b * l0.pool_instances as f64;
+        let c = report.levels.iter().find_map(|l| l.maps_per_warm_instance).unwrap_or(0.0);
+        if b + c > 0.0 {
+            let k = (max as f64 - a - b * 100.0) / (b + c);
+            report.max_warm_by_map_count = Some(k.floor());
+            report.map_count_model = format!(
+                "maps ≈ {a:.0} + {b:.2} per pool slot + {c:.2} per warm instance; with --pool-instances K+100 and \
+                 vm.max_map_count {max}, at most K ≈ {k:.0} warm functions"
+            );
+        }
+    }
+    // The pools reserve address space up front; see whether the next size up can start at all.
+    if !plan.quick {
+        let pool = plan.address_space_probe;
+        let dir = work.join("density-probe");
+        let _ = std::fs::create_dir_all(&dir);
+        let extra = vec!["--pool-instances".to_string(), pool.to_string()];
+        let result = match Server::wisp(wisp_bin, &dir.join("data"), &extra, &dir.join("node.log")) {
+            Ok(mut node) => {
+                let fp = sys::footprint(node.pid);
+                node.stop();
+                format!("started: VmSize {:.1} TiB, {} maps", fp.vm_size_kib as f64 / (1u64 << 30) as f64, fp.maps)
+            }
+            Err(e) => format!("{e:#}").lines().filter(|l| l.contains("error")).collect::<Vec<_>>().join(" "),
+        };
+        log(&format!("density probe: --pool-instances {pool}: {result}"));
+        report.probes.push(Probe { what: format!("a node with --pool-instances {pool} (no functions)"), result });
+    }
     report
 }
 
@@ -149,11 +199,19 @@ fn run_level(k: usize, wisp_bin: &Path, wasm: &Bytes, dir: &Path) -> Level {
         return level;
     }
     level.start_s = t.elapsed().as_secs_f64();
+    level.empty = Some(sys::footprint(node.pid));
+
+    // Idle functions. The first one alone: it compiles the component (once for the node), a
+    // one-time cost kept out of the per-function numbers by measuring `base` after it.
+    let first = rt.block_on(deploy_many(node.addr, "idle-", 0, 1, "min_warm=0&idle_timeout=1h", wasm, 1));
     std::thread::sleep(Duration::from_millis(300));
     level.base = Some(sys::footprint(node.pid));
-
-    // Idle functions.
-    let idle = rt.block_on(deploy_many(node.addr, "idle-", k, "min_warm=0&idle_timeout=1h", wasm, 4));
+    let mut idle = rt.block_on(deploy_many(node.addr, "idle-", 1, k, "min_warm=0&idle_timeout=1h", wasm, 4));
+    idle.ok += first.ok;
+    idle.secs += first.secs;
+    if idle.first_error.is_none() {
+        idle.first_error = first.first_error;
+    }
     level.idle_deployed = idle.ok;
     level.idle_deploy_s = idle.secs;
     std::thread::sleep(Duration::from_millis(300));
@@ -171,7 +229,7 @@ fn run_level(k: usize, wisp_bin: &Path, wasm: &Bytes, dir: &Path) -> Level {
     } else {
         // Warm functions.
         let t = Instant::now();
-        let warm = rt.block_on(deploy_many(node.addr, "warm-", k, "min_warm=1&idle_timeout=1h", wasm, 4));
+        let warm = rt.block_on(deploy_many(node.addr, "warm-", 0, k, "min_warm=1&idle_timeout=1h", wasm, 4));
         level.warm_deployed = warm.ok;
         level.warm_deploy_s = warm.secs;
         let (ready, err) = rt.block_on(wait_ready(node.addr, k, &mut node));
@@ -200,9 +258,9 @@ fn run_level(k: usize, wisp_bin: &Path, wasm: &Bytes, dir: &Path) -> Level {
         level.deploys_per_s = (level.idle_deployed + level.warm_deployed) as f64 / secs;
     }
     if let (Some(b), Some(i)) = (level.base, level.idle)
-        && level.idle_deployed > 0
+        && level.idle_deployed > 1
     {
-        level.rss_per_idle_function_kib = Some((i.rss_kib as f64 - b.rss_kib as f64) / level.idle_deployed as f64);
+        level.rss_per_idle_function_kib = Some((i.rss_kib as f64 - b.rss_kib as f64) / (level.idle_deployed - 1) as f64);
     }
     if let (Some(i), Some(w)) = (level.idle, level.warm)
         && level.warm_deployed > 0
@@ -239,14 +297,40 @@ struct Deployed {
     first_error: Option<String>,
 }
 
-/// Deploys `{prefix}0..n` over `conns` connections. Stops early after repeated failures.
-async fn deploy_many(addr: SocketAddr, prefix: &str, n: usize, query: &str, wasm: &Bytes, conns: usize) -> Deployed {
-    let next = Arc::new(AtomicUsize::new(0));
-    let ok = Arc::new(AtomicUsize::new(0));
+/// Deploys `{prefix}{from}..{prefix}{n-1}` over `conns` connections. Stops early after
+/// repeated failures.
+///
+/// The first deploy goes alone: concurrent first deploys of the same new bytes race in the
+/// node's compile cache (each compiles, then they collide on one temporary file name) and some
+/// fail with "writing compiled component to the cache: No such file or directory".
+async fn deploy_many(
+    addr: SocketAddr,
+    prefix: &str,
+    from: usize,
+    n: usize,
+    query: &str,
+    wasm: &Bytes,
+    conns: usize,
+) -> Deployed {
+    let t = Instant::now();
+    let first = async {
+        let path = format!("/v1/functions/{prefix}{from}?{query}");
+        match Conn::connect(addr).await?.send(Method::POST, &path, wasm.clone()).await? {
+            (StatusCode::CREATED, _) => anyhow::Ok(()),
+            (status, body) => anyhow::bail!("POST {path}: {status} {}", String::from_utf8_lossy(&body).trim()),
+        }
+    };
+    if from >= n {
+        return Deployed { ok: 0, secs: 0.0, first_error: None };
+    }
+    if let Err(e) = first.await {
+        return Deployed { ok: 0, secs: t.elapsed().as_secs_f64(), first_error: Some(format!("{e:#}")) };
+    }
+    let next = Arc::new(AtomicUsize::new(from + 1));
+    let ok = Arc::new(AtomicUsize::new(1));
     let failures = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
-    let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conns {
         let (next, ok, failures, stop, first_error) =
@@ -359,14 +443,14 @@ fn strip_ansi(s: &str) -> String {
 
 fn classify(level: &Level, max_maps: Option<u64>, nofile: Option<u64>) -> FirstLimit {
     let error = level.error.clone().unwrap_or_else(|| level.status.clone());
-    let phase = if level.base.is_none() {
+    let phase = if level.empty.is_none() {
         "node start-up"
     } else if level.status.contains("idle") {
         "deploying idle functions"
     } else {
         "warm instances"
     };
-    let fp = level.warm.or(level.idle).or(level.base);
+    let fp = level.warm.or(level.idle).or(level.base).or(level.empty);
     let lower = error.to_lowercase();
     let mut resource = "unknown (see error)".to_string();
     let mut evidence = Vec::new();

@@ -94,6 +94,8 @@ pub struct RunResult {
     pub bench_cpu_pct: f64,
     /// Server process CPU over the measured window, % of one core (all its threads).
     pub server_cpu_pct: Option<f64>,
+    /// Everything else on the machine over the measured window, % of one core (noise).
+    pub other_cpu_pct: Option<f64>,
     /// Server CPU by thread name over the measured window, % of one core.
     pub server_threads_pct: BTreeMap<String, f64>,
     /// Open loop: requests scheduled in the measured window but never sent before it ended
@@ -150,9 +152,9 @@ async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
     let pid = target.pid;
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(measure_start.into()).await;
-        let t0 = (Instant::now(), sys::self_cpu(), pid.and_then(sys::proc_cpu), pid.map(sys::proc_threads_cpu));
+        let t0 = (Instant::now(), sys::self_cpu(), pid.and_then(sys::proc_cpu), pid.map(sys::proc_threads_cpu), sys::system_busy());
         tokio::time::sleep_until(end.into()).await;
-        let t1 = (Instant::now(), sys::self_cpu(), pid.and_then(sys::proc_cpu), pid.map(sys::proc_threads_cpu));
+        let t1 = (Instant::now(), sys::self_cpu(), pid.and_then(sys::proc_cpu), pid.map(sys::proc_threads_cpu), sys::system_busy());
         (t0, t1)
     });
 
@@ -190,8 +192,11 @@ async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
             total.first_error = out.first_error;
         }
     }
-    let ((w0, b0, s0, th0), (w1, b1, s1, th1)) = sampler.await?;
+    let ((w0, b0, s0, th0, m0), (w1, b1, s1, th1, m1)) = sampler.await?;
     let wall = (w1 - w0).as_secs_f64().max(1e-9);
+    let bench_cpu = (b1 - b0).as_secs_f64();
+    let server_cpu = s0.zip(s1).map(|(a, b)| b - a);
+    let other_cpu_pct = m0.zip(m1).map(|(a, b)| ((b - a) - bench_cpu - server_cpu.unwrap_or(0.0)).max(0.0) / wall * 100.0);
     let server_threads_pct = match (th0, th1) {
         (Some(a), Some(b)) => b
             .iter()
@@ -213,8 +218,9 @@ async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
         non_2xx: total.non_2xx,
         first_error: total.first_error,
         measured_s: spec.duration.as_secs_f64(),
-        bench_cpu_pct: (b1 - b0).as_secs_f64() / wall * 100.0,
-        server_cpu_pct: s0.zip(s1).map(|(a, b)| (b - a) / wall * 100.0),
+        bench_cpu_pct: bench_cpu / wall * 100.0,
+        server_cpu_pct: server_cpu.map(|c| c / wall * 100.0),
+        other_cpu_pct,
         server_threads_pct,
         unsent,
         pacer_lag,

@@ -50,7 +50,7 @@ struct Args {
     /// Measured seconds per warm run (default 4, quick 0.5)
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
-    /// Alternating rounds per warm configuration (default 3, quick 1)
+    /// Alternating rounds per warm configuration (default 4, quick 1)
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
     /// Density levels K, comma-separated (default 1000,10000,20000,40000; quick 100)
@@ -73,6 +73,8 @@ pub struct Plan {
     pub samples: usize,
     pub density_levels: Vec<usize>,
     pub density_budget: Duration,
+    /// Pool size of the start-up probe after the density levels (address space).
+    pub address_space_probe: u64,
     pub scenarios: Vec<String>,
 }
 
@@ -86,7 +88,7 @@ impl Plan {
         Ok(Plan {
             quick: q,
             connection_levels: vec![1, 16, 64],
-            rounds: a.rounds.unwrap_or(if q { 1 } else { 3 }).max(1),
+            rounds: a.rounds.unwrap_or(if q { 1 } else { 4 }).max(1),
             warm_warmup: Duration::from_secs_f64(if q { 0.25 } else { 1.0 }),
             warm_duration: Duration::from_secs_f64(duration),
             open_duration: Duration::from_secs_f64(if q { 1.0 } else { (duration * 1.5).max(2.0) }),
@@ -100,6 +102,7 @@ impl Plan {
                 vec![1000, 10_000, 20_000, 40_000]
             },
             density_budget: Duration::from_secs_f64(a.density_budget.unwrap_or(if q { 60.0 } else { 300.0 })),
+            address_space_probe: 32_100,
             scenarios: if a.only.is_empty() { SCENARIOS.iter().map(|s| s.to_string()).collect() } else { a.only.clone() },
         })
     }
@@ -240,7 +243,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         samples: plan.samples,
         http: Default::default(),
         http_cold_starts: 0,
+        http_back_to_back: Default::default(),
         inproc: Default::default(),
+        inproc_back_to_back: Default::default(),
         added_p50_us: None,
         added_p99_us: None,
         added_mean_us: None,
@@ -248,14 +253,23 @@ fn run(args: Args) -> anyhow::Result<()> {
     if plan.runs("overhead") {
         log("scenario 5: overhead (HTTP through the node)");
         match &wisp_target {
-            Some(t) => match cold::sequential_http(t, plan.samples / 10, plan.samples) {
-                Ok((lat, cold)) => {
-                    overhead.http = lat;
-                    overhead.http_cold_starts = cold;
-                    overhead.requests += lat.count;
+            Some(t) => {
+                let paced = cold::sequential_http(t, plan.samples / 10, plan.samples, Some(inproc::GAP));
+                let back_to_back = cold::sequential_http(t, plan.samples / 10, plan.samples, None);
+                match paced.and_then(|p| Ok((p, back_to_back?))) {
+                    Ok(((lat, cold), (b2b, b2b_cold))) => {
+                        overhead.http = lat;
+                        overhead.http_cold_starts = cold;
+                        overhead.http_back_to_back = inproc::Sampled { latency: b2b, cold: b2b_cold };
+                        overhead.requests += lat.count + b2b.count;
+                        log(&format!(
+                            "overhead: HTTP paced p50 {:.1} us ({cold} cold); back to back p50 {:.1} us ({b2b_cold} of {} cold)",
+                            lat.p50_us, b2b.p50_us, b2b.count
+                        ));
+                    }
+                    Err(e) => overhead.status = format!("failed: {e:#}"),
                 }
-                Err(e) => overhead.status = format!("failed: {e:#}"),
-            },
+            }
             None => overhead.status = "failed: no wisp node".into(),
         }
     }
@@ -312,7 +326,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                 }
                 if plan.runs("overhead") && overhead.status == "ok" {
                     overhead.inproc = p.invoke_pooled.clone();
-                    overhead.requests += p.invoke_pooled.latency.count;
+                    overhead.inproc_back_to_back = p.invoke_back_to_back.clone();
+                    overhead.requests += p.invoke_pooled.latency.count + p.invoke_back_to_back.latency.count;
                     let h = &overhead.http;
                     let i = &p.invoke_pooled.latency;
                     overhead.added_p50_us = Some(h.p50_us - i.p50_us);
@@ -385,6 +400,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             budget_s: 0.0,
             levels: Vec::new(),
             first_limit: None,
+            max_warm_by_map_count: None,
+            map_count_model: String::new(),
+            probes: Vec::new(),
         }
     };
 
@@ -468,8 +486,17 @@ fn findings(warm: &warm::WarmReport, overhead: &OverheadReport, inst: &Instantia
     }
     if overhead.http_cold_starts > 0 || overhead.inproc.cold > 0 {
         notes.push(format!(
-            "overhead series: {} cold starts over HTTP, {} in-process, despite a ready pool (the refill races the next request)",
+            "overhead (paced) series: {} cold starts over HTTP, {} in-process, despite a refilled pool",
             overhead.http_cold_starts, overhead.inproc.cold
+        ));
+    }
+    let (hb, ib) = (&overhead.http_back_to_back, &overhead.inproc_back_to_back);
+    if hb.cold > 0 || ib.cold > 0 {
+        notes.push(format!(
+            "a `min_warm=1` function called one request at a time, back to back, still cold-starts: {} of {} \
+             requests over HTTP and {} of {} direct invokes found the pool empty, because the single refill task \
+             re-instantiates only after the take and loses the race with the next request",
+            hb.cold, hb.latency.count, ib.cold, ib.latency.count
         ));
     }
     if inst.take_pooled.cold > 0 {

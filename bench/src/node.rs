@@ -80,10 +80,22 @@ impl Server {
                         bail!("wisp up exited ({:?}) before listening: {}", server.exit, server.log_tail(20));
                     }
                 }
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Stdout closed: the process is exiting.
+                    for _ in 0..250 {
+                        if !server.alive() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                     let tail = server.log_tail(20);
                     server.stop();
-                    bail!("wisp up did not print its listening line: {tail}");
+                    bail!("wisp up exited ({:?}) before listening: {tail}", server.exit);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let tail = server.log_tail(20);
+                    server.stop();
+                    bail!("wisp up did not print its listening line within 120 s: {tail}");
                 }
             }
         }

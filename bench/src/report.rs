@@ -46,8 +46,12 @@ pub struct OverheadReport {
     /// One keep-alive connection, one request at a time, through the node.
     pub http: Latency,
     pub http_cold_starts: u64,
-    /// `Revision::invoke` in-process, one at a time, pool target 1.
+    /// Same, without the pause between requests.
+    pub http_back_to_back: Sampled,
+    /// `Revision::invoke` in-process, one at a time, pool target 1, refilled before each call.
     pub inproc: Sampled,
+    /// Same, back to back (no wait for the refill).
+    pub inproc_back_to_back: Sampled,
     pub added_p50_us: Option<f64>,
     pub added_p99_us: Option<f64>,
     pub added_mean_us: Option<f64>,
@@ -106,6 +110,7 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "| CPU | {} × {} |", m.cores, m.cpu_model);
     let _ = writeln!(s, "| kernel | {} |", m.kernel);
     let _ = writeln!(s, "| memory | {:.1} GiB |", m.mem_total_gib);
+    let _ = writeln!(s, "| load average at start | {} |", m.loadavg_at_start);
     let _ = writeln!(s, "| vm.max_map_count | {} |", m.vm_max_map_count.map_or("?".into(), |v| v.to_string()));
     let _ = writeln!(s, "| open files limit | {} |", m.open_files_limit.map_or("?".into(), |v| v.to_string()));
     let _ = writeln!(s, "| rustc | {} |", m.rustc);
@@ -119,25 +124,27 @@ pub fn markdown(r: &Report) -> String {
         s,
         "{} alternating round(s) per target and connection count, {:.1} s measured after {:.1} s warm-up each; \
          latencies merged over the rounds. Wisp at `/fn/hello` (`wisp up --deploy-dir`, defaults: `min_warm=1`, \
-         `--max-ready 32`), `wasmtime serve -S cli` at `/`. Load generator: one thread; CPU in % of one core.\n",
+         `--max-ready 32`), `wasmtime serve -S cli` at `/`. Load generator: one thread. CPU in % of one core over the \
+         measured window: bench = the load generator, server = the process under test, other = everything else on \
+         the machine (noise; the bench shares the machine).\n",
         w.rounds, w.duration_s, w.warmup_s
     );
     let _ = writeln!(s, "![latency percentiles and throughput](chart.svg)\n");
     let _ = writeln!(
         s,
-        "| target | conns | req/s | rounds req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | bench CPU | server CPU | cold starts |"
+        "| target | conns | req/s | rounds req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | bench CPU | server CPU | other CPU | cold starts |"
     );
-    let _ = writeln!(s, "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(s, "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in &w.rows {
         if row.status != "ok" {
-            let _ = writeln!(s, "| {} | {} | {} | | | | | | | | | | |", row.target, row.connections, row.status);
+            let _ = writeln!(s, "| {} | {} | {} | | | | | | | | | | | |", row.target, row.connections, row.status);
             continue;
         }
         let l = &row.latency;
         let rounds: Vec<String> = row.rps_rounds.iter().map(|x| f0(*x)).collect();
         let _ = writeln!(
             s,
-            "| {} | {} | **{}** | {} | {} | {} | **{}** | {} | {} | {} | {:.0}%{} | {} | {} |",
+            "| {} | {} | **{}** | {} | {} | {} | **{}** | {} | {} | {} | {:.0}%{} | {} | {} | {} |",
             row.target,
             row.connections,
             f0(row.rps),
@@ -151,6 +158,7 @@ pub fn markdown(r: &Report) -> String {
             row.bench_cpu_pct,
             if row.loadgen_saturated { " ⚠ saturated" } else { "" },
             opt(row.server_cpu_pct, |x| format!("{x:.0}%")),
+            opt(row.other_cpu_pct, |x| format!("{x:.0}%")),
             row.cold_starts.map_or("".into(), |c| c.to_string()),
         );
     }
@@ -184,17 +192,17 @@ pub fn markdown(r: &Report) -> String {
          scheduled in the window but never sent (rate above capacity). Pacer lag = how late the load generator \
          itself released requests (included in the latencies).\n"
     );
-    let _ = writeln!(s, "| target | rate req/s | achieved | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | unsent | pacer lag p99 µs | bench CPU | server CPU |");
-    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(s, "| target | rate req/s | achieved | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | unsent | pacer lag p99 µs | bench CPU | server CPU | other CPU |");
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for o in &w.open_loop {
         if o.status != "ok" {
-            let _ = writeln!(s, "| {} | {} | | | | | | | | | | |", o.target, o.status);
+            let _ = writeln!(s, "| {} | {} | | | | | | | | | | | |", o.target, o.status);
             continue;
         }
         let l = &o.latency;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
             o.target,
             f0(o.rate_rps),
             f0(o.achieved_rps),
@@ -206,7 +214,8 @@ pub fn markdown(r: &Report) -> String {
             o.unsent,
             f1(o.pacer_lag_p99_us),
             o.bench_cpu_pct,
-            opt(o.server_cpu_pct, |x| format!("{x:.0}%"))
+            opt(o.server_cpu_pct, |x| format!("{x:.0}%")),
+            opt(o.other_cpu_pct, |x| format!("{x:.0}%"))
         );
     }
 
@@ -292,28 +301,28 @@ pub fn markdown(r: &Report) -> String {
         s,
         "One node per K (`--pool-instances K+100 --max-ready 1`): K idle functions (`min_warm=0`), then K warm ones \
          (`min_warm=1`, one ready instance each), deployed over 4 connections; `idle_timeout=1h` so the scaler keeps \
-         them. RSS per idle function = (RSS idle − RSS empty) / K; per warm function = (RSS warm − RSS idle) / K; per \
-         warm instance = the difference of the two. vm.max_map_count = {}; open files limit = {}; density budget {:.0} s.\n",
+         them. RSS per idle function = (RSS idle − RSS after the first deploy, which compiles and loads the component \
+         once) / (K − 1); per warm function = (RSS warm − RSS idle) / K; per warm instance = the difference of the two. vm.max_map_count = {}; open files limit = {}; density budget {:.0} s.\n",
         d.vm_max_map_count.map_or("?".into(), |v| v.to_string()),
         d.open_files_limit.map_or("?".into(), |v| v.to_string()),
         d.budget_s
     );
     let _ = writeln!(
         s,
-        "| K | status | start s | deploys/s | RSS empty MiB | RSS idle MiB | RSS warm MiB | per idle fn | per warm fn | per warm instance | ready | maps (empty/idle/warm) | maps per instance | VmSize warm TiB | fds |"
+        "| K | status | deploys/s | RSS MiB: empty / 1st deployed / K idle / +K warm | per idle fn | per warm fn | per warm instance | ready | maps: empty / idle / warm | maps per warm instance | VmSize TiB | fds |"
     );
-    let _ = writeln!(s, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |");
+    let _ = writeln!(s, "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |");
     for lv in &d.levels {
         let mib = |f: Option<crate::sys::Footprint>| f.map_or("–".into(), |f| f0(f.rss_kib as f64 / 1024.0));
         let maps = |f: Option<crate::sys::Footprint>| f.map_or("–".into(), |f| f.maps.to_string());
-        let last = lv.warm.or(lv.idle).or(lv.base);
+        let last = lv.warm.or(lv.idle).or(lv.base).or(lv.empty);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{}/{} | {} | {} | {} |",
+            "| {} | {} | {} | {} / {} / {} / {} | {} | {} | {} | {}/{} | {} / {} / {} | {} | {} | {} |",
             lv.functions,
             lv.status,
-            f1(lv.start_s),
             f0(lv.deploys_per_s),
+            mib(lv.empty),
             mib(lv.base),
             mib(lv.idle),
             mib(lv.warm),
@@ -322,11 +331,11 @@ pub fn markdown(r: &Report) -> String {
             kib(lv.rss_per_warm_instance_kib),
             lv.warm_ready,
             lv.functions,
-            maps(lv.base),
+            maps(lv.empty),
             maps(lv.idle),
             maps(lv.warm),
             opt(lv.maps_per_warm_instance, |x| format!("{x:.1}")),
-            lv.warm.map_or("–".into(), |f| format!("{:.1}", f.vm_size_kib as f64 / (1024.0 * 1024.0 * 1024.0))),
+            last.map_or("–".into(), |f| format!("{:.1}", f.vm_size_kib as f64 / (1024.0 * 1024.0 * 1024.0))),
             last.map_or("–".into(), |f| f.fds.to_string()),
         );
     }
@@ -346,6 +355,12 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(s, "\nNo limit reached at the levels run.");
         }
     }
+    if !d.map_count_model.is_empty() {
+        let _ = writeln!(s, "\nMap-count model from the measured levels: {}.", d.map_count_model);
+    }
+    for p in &d.probes {
+        let _ = writeln!(s, "\nAlso: {}: `{}`", p.what, p.result.replace('`', "'"));
+    }
 
     // 5. overhead
     let o = &r.overhead;
@@ -355,15 +370,23 @@ pub fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "{} requests each, one at a time. HTTP: one keep-alive connection to `/fn/hello` ({} cold starts during the \
-         series). In-process: `Revision::invoke` on a multi-thread tokio runtime, pool target 1 ({} cold).\n",
-        o.samples, o.http_cold_starts, o.inproc.cold
+        "{} requests per series, one at a time. HTTP: one keep-alive connection to `/fn/hello` (the node's \
+         `min_warm=1` hello). In-process: `Revision::invoke` on a multi-thread tokio runtime in the bench, pool \
+         target 1. Paced series wait {} µs between calls (in-process: also until the pool is refilled) so every \
+         call takes a ready instance; back-to-back series do not wait. `cold` = calls that instantiated on demand.\n",
+        o.samples,
+        crate::inproc::GAP.as_micros()
     );
-    let _ = writeln!(s, "| µs | mean | p50 | p90 | p99 | p99.9 |\n| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (name, l) in [("HTTP through the node", &o.http), ("in-process invoke", &o.inproc.latency)] {
+    let _ = writeln!(s, "| µs | mean | p50 | p90 | p99 | p99.9 | cold |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, l, cold) in [
+        ("HTTP through the node, paced", &o.http, o.http_cold_starts),
+        ("in-process invoke, paced", &o.inproc.latency, o.inproc.cold),
+        ("HTTP through the node, back to back", &o.http_back_to_back.latency, o.http_back_to_back.cold),
+        ("in-process invoke, back to back", &o.inproc_back_to_back.latency, o.inproc_back_to_back.cold),
+    ] {
         let _ = writeln!(
             s,
-            "| {name} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {cold} |",
             f1(l.mean_us),
             f1(l.p50_us),
             f1(l.p90_us),
@@ -373,7 +396,7 @@ pub fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "| **added by the gateway** (HTTP − in-process) | {} | **{}** | | {} | |",
+        "| **added by the gateway** (paced HTTP − paced in-process) | {} | **{}** | | {} | | |",
         opt(o.added_mean_us, f1),
         opt(o.added_p50_us, f1),
         opt(o.added_p99_us, f1)

@@ -24,6 +24,8 @@ pub struct Machine {
     pub hello_wasm: String,
     pub hello_wasm_bytes: u64,
     pub started_at_unix: u64,
+    /// 1, 5 and 15 minute load averages when the run started (other work on the machine).
+    pub loadavg_at_start: String,
 }
 
 pub fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
@@ -76,6 +78,7 @@ pub fn machine(repo: &Path, wisp_bin: &Path, wasmtime_bin: Option<&Path>, hello:
         started_at_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        loadavg_at_start: loadavg(),
     }
 }
 
@@ -115,6 +118,21 @@ fn parse_stat(text: &str) -> Option<(String, f64)> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((comm, (utime + stime) / clock_ticks()))
+}
+
+/// Busy CPU seconds of the whole machine so far (all cores, from /proc/stat), to tell how much
+/// of the run's CPU went to processes other than the bench and the server under test.
+pub fn system_busy() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<f64> = cpu.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5).unwrap_or(&0.0) + v.get(6).unwrap_or(&0.0) + v.get(7).unwrap_or(&0.0);
+    Some(busy / clock_ticks())
+}
+
+pub fn loadavg() -> String {
+    read_trimmed("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
 /// CPU seconds a process has used so far (all its threads).

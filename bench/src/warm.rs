@@ -52,6 +52,8 @@ pub struct WarmRow {
     pub loadgen_saturated: bool,
     /// Server CPU averaged over the rounds, % of one core.
     pub server_cpu_pct: Option<f64>,
+    /// Other processes' CPU averaged over the rounds, % of one core: noise from the machine.
+    pub other_cpu_pct: Option<f64>,
     /// Server CPU by thread name (last round), % of one core.
     pub server_threads_pct: BTreeMap<String, f64>,
     /// Wisp only: invocations that instantiated on demand during the runs (incl. warm-up).
@@ -86,6 +88,7 @@ pub struct OpenRow {
     pub bench_cpu_pct: f64,
     pub loadgen_saturated: bool,
     pub server_cpu_pct: Option<f64>,
+    pub other_cpu_pct: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,14 +150,15 @@ pub fn run(plan: &Plan, contenders: &[Contender]) -> WarmReport {
                 match loadgen::run(&target, spec_for(connections)) {
                     Ok(r) => {
                         log(&format!(
-                            "warm {:>16} c={connections:<3} round {}: {:>8.0} rps  p50 {:>7.1} us  p99 {:>8.1} us  (bench cpu {:.0}%, server cpu {:.0}%)",
+                            "warm {:>16} c={connections:<3} round {}: {:>8.0} rps  p50 {:>7.1} us  p99 {:>8.1} us  (cpu: bench {:.0}%, server {:.0}%, other {:.0}%)",
                             c.name,
                             round + 1,
                             r.rps(),
                             r.hist.value_at_quantile(0.5) as f64 / 1e3,
                             r.hist.value_at_quantile(0.99) as f64 / 1e3,
                             r.bench_cpu_pct,
-                            r.server_cpu_pct.unwrap_or(0.0)
+                            r.server_cpu_pct.unwrap_or(0.0),
+                            r.other_cpu_pct.unwrap_or(0.0)
                         ));
                         if let (Some(b), Some(a)) = (before, (c.name == "wisp").then(|| cold_starts_blocking(&target)).flatten()) {
                             acc.cold += a.saturating_sub(b);
@@ -215,6 +219,7 @@ fn row(c: &Contender, connections: usize, acc: Acc) -> WarmRow {
         bench_cpu_pct: 0.0,
         loadgen_saturated: false,
         server_cpu_pct: None,
+        other_cpu_pct: None,
         server_threads_pct: BTreeMap::new(),
         cold_starts: (c.name == "wisp").then_some(acc.cold),
     };
@@ -236,6 +241,8 @@ fn row(c: &Contender, connections: usize, acc: Acc) -> WarmRow {
     r.loadgen_saturated = r.bench_cpu_pct > SATURATED_PCT;
     let cpus: Vec<f64> = acc.runs.iter().filter_map(|x| x.server_cpu_pct).collect();
     r.server_cpu_pct = (!cpus.is_empty()).then(|| cpus.iter().sum::<f64>() / cpus.len() as f64);
+    let other: Vec<f64> = acc.runs.iter().filter_map(|x| x.other_cpu_pct).collect();
+    r.other_cpu_pct = (!other.is_empty()).then(|| other.iter().sum::<f64>() / other.len() as f64);
     r.server_threads_pct = acc.runs.last().map(|x| x.server_threads_pct.clone()).unwrap_or_default();
     r
 }
@@ -258,6 +265,7 @@ fn open_loop(plan: &Plan, contenders: &[Contender], warm: &WarmReport) -> Vec<Op
             bench_cpu_pct: 0.0,
             loadgen_saturated: false,
             server_cpu_pct: None,
+            other_cpu_pct: None,
         };
         let (Some(target), Some(closed)) = (c.target(), warm.row(c.name, top)) else {
             if row.status == "ok" {
@@ -290,6 +298,7 @@ fn open_loop(plan: &Plan, contenders: &[Contender], warm: &WarmReport) -> Vec<Op
                 row.bench_cpu_pct = r.bench_cpu_pct;
                 row.loadgen_saturated = r.bench_cpu_pct > SATURATED_PCT;
                 row.server_cpu_pct = r.server_cpu_pct;
+                row.other_cpu_pct = r.other_cpu_pct;
             }
             Err(e) => row.status = format!("failed: {e:#}"),
         }

@@ -170,8 +170,15 @@ impl PoolInner {
 
     /// A ready instance, or a fresh one when the pool is empty (`cold` = true).
     pub(crate) async fn take(&self) -> Result<(Ready, bool), String> {
-        let popped = self.ready.lock().unwrap().pop();
-        self.refill.notify_one();
+        let (popped, left) = {
+            let mut ready = self.ready.lock().unwrap();
+            let popped = ready.pop();
+            (popped, ready.len())
+        };
+        // Refill in batches: wake the refill task once the pool is half empty, not per request.
+        if left <= self.target.load(Ordering::Relaxed) / 2 {
+            self.refill.notify_one();
+        }
         match popped {
             Some(ready) => Ok((ready, false)),
             None => {
@@ -214,8 +221,15 @@ impl PoolInner {
 
     /// Hands a finished store to the refill task, which drops it (freeing its pool slot).
     pub(crate) fn reap(&self, store: Store<Host>) {
-        self.finished.lock().unwrap().push(store);
-        self.refill.notify_one();
+        let first = {
+            let mut finished = self.finished.lock().unwrap();
+            finished.push(store);
+            finished.len() == 1
+        };
+        // One wake per batch: the refill task drops everything finished since it last ran.
+        if first {
+            self.refill.notify_one();
+        }
     }
 
     fn drop_finished(&self) {

@@ -30,7 +30,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "2Mi", value_name = "SIZE")]
     memory_keep_resident: String,
     /// Ready instances kept per revision at most
-    #[arg(long, default_value_t = 32, value_name = "N")]
+    #[arg(long, default_value_t = 64, value_name = "N")]
     max_ready: usize,
     /// How often the scaler re-evaluates pool targets
     #[arg(long, default_value = "1s", value_name = "DURATION")]

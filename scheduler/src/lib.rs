@@ -57,7 +57,7 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             runtime: RuntimeConfig::default(),
             scale_interval: Duration::from_secs(1),
-            max_ready: 32,
+            max_ready: 64,
         }
     }
 }

@@ -19,8 +19,9 @@ pub trait ScalingPolicy: Send + Sync + 'static {
     fn desired_ready(&self, settings: &Settings, sample: &Sample) -> usize;
 }
 
-/// Keeps `min_warm` ready, or as many as the recent peak concurrency, up to `max_ready`; after
-/// `idle_timeout` without requests, none.
+/// Keeps `min_warm` ready, or twice the recent peak concurrency (the headroom absorbs the refill
+/// lag: with exactly `peak` ready, the next request often arrived before its replacement was
+/// instantiated and started cold), up to `max_ready`; after `idle_timeout` without requests, none.
 #[derive(Debug, Clone, Copy)]
 pub struct IdleScaler {
     pub max_ready: usize,
@@ -31,7 +32,7 @@ impl ScalingPolicy for IdleScaler {
         if sample.in_flight == 0 && sample.idle_for >= settings.idle_timeout() {
             return 0;
         }
-        (settings.min_warm as usize).max(sample.peak_in_flight).min(self.max_ready)
+        (settings.min_warm as usize).max(2 * sample.peak_in_flight).min(self.max_ready)
     }
 }
 
@@ -48,10 +49,11 @@ mod tests {
         let policy = IdleScaler { max_ready: 8 };
         let settings = Settings { min_warm: 2, idle_timeout_ms: 1000, ..Settings::default() };
         assert_eq!(policy.desired_ready(&settings, &sample(0, 0, 10)), 2);
-        assert_eq!(policy.desired_ready(&settings, &sample(3, 5, 0)), 5);
+        assert_eq!(policy.desired_ready(&settings, &sample(3, 3, 0)), 6);
         assert_eq!(policy.desired_ready(&settings, &sample(0, 50, 0)), 8);
         assert_eq!(policy.desired_ready(&settings, &sample(0, 0, 1000)), 0);
         assert_eq!(policy.desired_ready(&settings, &sample(1, 1, 5000)), 2);
+        assert_eq!(policy.desired_ready(&Settings { min_warm: 3, ..settings }, &sample(1, 1, 0)), 3);
         let zero = Settings { min_warm: 0, ..settings };
         assert_eq!(policy.desired_ready(&zero, &sample(0, 0, 10)), 0);
     }

@@ -30,11 +30,7 @@ impl Conn {
 
     /// Sends one request and reads the whole response body.
     pub async fn send(&mut self, method: Method, path: &str, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, &self.host)
-            .body(Full::new(body))?;
+        let req = Request::builder().method(method).uri(path).header(header::HOST, &self.host).body(Full::new(body))?;
         self.tx.ready().await?;
         let resp = self.tx.send_request(req).await?;
         let status = resp.status();

@@ -113,7 +113,9 @@ pub fn run(plan: &Plan, wisp_bin: &Path, wasm: &Bytes, work: &Path) -> DensityRe
             if estimate > left {
                 report.levels.push(Level {
                     functions: k,
-                    status: format!("skipped: needs ~{estimate:.0} s at {r:.0} deploys/s, {left:.0} s of the density budget left"),
+                    status: format!(
+                        "skipped: needs ~{estimate:.0} s at {r:.0} deploys/s, {left:.0} s of the density budget left"
+                    ),
                     ..Level::default()
                 });
                 continue;
@@ -260,7 +262,8 @@ fn run_level(k: usize, wisp_bin: &Path, wasm: &Bytes, dir: &Path) -> Level {
     if let (Some(b), Some(i)) = (level.base, level.idle)
         && level.idle_deployed > 1
     {
-        level.rss_per_idle_function_kib = Some((i.rss_kib as f64 - b.rss_kib as f64) / (level.idle_deployed - 1) as f64);
+        level.rss_per_idle_function_kib =
+            Some((i.rss_kib as f64 - b.rss_kib as f64) / (level.idle_deployed - 1) as f64);
     }
     if let (Some(i), Some(w)) = (level.idle, level.warm)
         && level.warm_deployed > 0

@@ -33,8 +33,8 @@ pub struct InProc {
     /// `probe_take` with target 0: every take instantiates.
     pub take_on_demand: Sampled,
     pub pool_size: usize,
-    /// `invoke` one at a time with target 1 and the pool refilled (plus `gap`) before each
-    /// call: the warm path, as in the paced HTTP series of scenario 5.
+    /// `invoke` one at a time with target 1, waiting (spinning) until the pool is refilled
+    /// before each call: the warm path alone.
     pub invoke_pooled: Sampled,
     /// `invoke` back to back with target 1 (like a `min_warm=1` function at 1 connection):
     /// whenever the refill loses the race with the next call, the call instantiates.
@@ -45,12 +45,7 @@ pub struct InProc {
     pub samples: usize,
 }
 
-/// Pause between paced calls (in-process here, HTTP in scenario 5) so the pool is refilled and
-/// the reaper has caught up: each call then measures the warm path alone.
-pub const GAP: Duration = Duration::from_micros(200);
-
 pub fn run(plan: &Plan, wasm: &Bytes) -> anyhow::Result<InProc> {
-    let gap = GAP;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let cache = tempfile::tempdir()?;
     let config = RuntimeConfig::default();
@@ -99,9 +94,9 @@ pub fn run(plan: &Plan, wasm: &Bytes) -> anyhow::Result<InProc> {
         let take_on_demand = Sampled { latency: Latency::from_hist(&hist), cold };
 
         // Direct invocations.
-        let invoke_pooled = invoke_series(&revision, 1, warmup, samples, Some(gap)).await?;
-        let invoke_back_to_back = invoke_series(&revision, 1, warmup, samples, None).await?;
-        let invoke_on_demand = invoke_series(&revision, 0, warmup, samples, None).await?;
+        let invoke_pooled = invoke_series(&revision, 1, warmup, samples, true).await?;
+        let invoke_back_to_back = invoke_series(&revision, 1, warmup, samples, false).await?;
+        let invoke_on_demand = invoke_series(&revision, 0, warmup, samples, false).await?;
         anyhow::Ok(InProc {
             compile_s,
             take_pooled,
@@ -115,7 +110,10 @@ pub fn run(plan: &Plan, wasm: &Bytes) -> anyhow::Result<InProc> {
     })?;
     log(&format!(
         "instantiate: take from pool p50 {:.1} us p99 {:.1} us; on demand p50 {:.1} us p99 {:.1} us",
-        out.take_pooled.latency.p50_us, out.take_pooled.latency.p99_us, out.take_on_demand.latency.p50_us, out.take_on_demand.latency.p99_us
+        out.take_pooled.latency.p50_us,
+        out.take_pooled.latency.p99_us,
+        out.take_on_demand.latency.p50_us,
+        out.take_on_demand.latency.p99_us
     ));
     log(&format!(
         "in-process invoke: pooled p50 {:.1} us p99 {:.1} us ({} cold); back to back p50 {:.1} us ({} of {} cold); on demand p50 {:.1} us p99 {:.1} us",
@@ -137,15 +135,14 @@ async fn invoke_series(
     target: usize,
     warmup: usize,
     samples: usize,
-    paced: Option<Duration>,
+    refilled: bool,
 ) -> anyhow::Result<Sampled> {
     revision.set_target(target);
     wait_ready(revision, target).await?;
     let mut hist = loadgen::new_hist();
     let mut cold = 0;
     for i in 0..warmup + samples {
-        if let Some(gap) = paced {
-            std::thread::sleep(gap);
+        if refilled {
             wait_ready(revision, target).await?;
         }
         let req = http::Request::get("/").header(http::header::HOST, "localhost").body(Empty::<Bytes>::new())?;
@@ -164,14 +161,14 @@ async fn invoke_series(
     Ok(Sampled { latency: Latency::from_hist(&hist), cold })
 }
 
-/// Waits (spinning briefly, then sleeping) until the pool holds exactly `n` ready instances.
+/// Waits until the pool holds exactly `n` ready instances. Spins (yielding the core) rather
+/// than sleeps: block_on's thread is not a runtime worker, so the refill task is undisturbed,
+/// and a parked thread would add its wake-up latency to the next sample.
 async fn wait_ready(revision: &Revision, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while revision.stats().ready != n {
         anyhow::ensure!(Instant::now() < deadline, "pool never reached {n} ready (at {})", revision.stats().ready);
-        // block_on's thread is not a runtime worker: a short blocking sleep keeps the refill
-        // task (on the workers) undisturbed and avoids tokio's millisecond timer granularity.
-        std::thread::sleep(Duration::from_micros(20));
+        std::thread::yield_now();
     }
     Ok(())
 }

@@ -69,7 +69,9 @@ pub struct Target {
 pub enum Mode {
     Closed,
     /// Requests per second, spread evenly.
-    Open { rate: f64 },
+    Open {
+        rate: f64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +87,10 @@ pub struct Spec {
 #[derive(Debug, Clone)]
 pub struct RunResult {
     pub hist: Histogram<u64>,
+    /// Requests measured (sent after the warm-up).
     pub requests: u64,
+    /// Requests answered, warm-up included.
+    pub answered: u64,
     pub errors: u64,
     pub non_2xx: u64,
     pub first_error: Option<String>,
@@ -115,6 +120,7 @@ impl RunResult {
 struct WorkerOut {
     hist: Histogram<u64>,
     requests: u64,
+    answered: u64,
     errors: u64,
     non_2xx: u64,
     first_error: Option<String>,
@@ -122,7 +128,7 @@ struct WorkerOut {
 
 impl WorkerOut {
     fn new() -> Self {
-        Self { hist: new_hist(), requests: 0, errors: 0, non_2xx: 0, first_error: None }
+        Self { hist: new_hist(), requests: 0, answered: 0, errors: 0, non_2xx: 0, first_error: None }
     }
 
     fn error(&mut self, e: impl std::fmt::Display) {
@@ -135,6 +141,8 @@ impl WorkerOut {
 
 /// Runs one load test on a fresh current-thread runtime (call from outside any runtime).
 pub fn run(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
+    // This thread drives the runtime (and its timers): wake it close to on time.
+    sys::precise_timers_for_this_thread();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run_async(target, spec))
 }
@@ -152,13 +160,25 @@ async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
     let pid = target.pid;
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(measure_start.into()).await;
-        let t0 = (Instant::now(), sys::self_cpu(), pid.and_then(sys::proc_cpu), pid.map(sys::proc_threads_cpu), sys::system_busy());
+        let t0 = (
+            Instant::now(),
+            sys::self_cpu(),
+            pid.and_then(sys::proc_cpu),
+            pid.map(sys::proc_threads_cpu),
+            sys::system_busy(),
+        );
         tokio::time::sleep_until(end.into()).await;
-        let t1 = (Instant::now(), sys::self_cpu(), pid.and_then(sys::proc_cpu), pid.map(sys::proc_threads_cpu), sys::system_busy());
+        let t1 = (
+            Instant::now(),
+            sys::self_cpu(),
+            pid.and_then(sys::proc_cpu),
+            pid.map(sys::proc_threads_cpu),
+            sys::system_busy(),
+        );
         (t0, t1)
     });
 
-    let mut pacer = None;
+    let mut pacing = None;
     let mut workers = Vec::with_capacity(conns.len());
     match spec.mode {
         Mode::Closed => {
@@ -172,11 +192,20 @@ async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
             let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
             let permits = Arc::new(Semaphore::new(0));
             let next = Arc::new(AtomicU64::new(0));
-            pacer = Some(spawn_pacer(permits.clone(), start, interval, end, measure_start));
+            pacing = Some(tokio::spawn(pacer(permits.clone(), start, interval, end, measure_start)));
             for conn in conns {
                 let (path, addr) = (target.path.clone(), target.addr);
                 let (permits, next) = (permits.clone(), next.clone());
-                workers.push(tokio::spawn(open_worker(conn, addr, path, permits, next, start, interval, measure_start)));
+                workers.push(tokio::spawn(open_worker(
+                    conn,
+                    addr,
+                    path,
+                    permits,
+                    next,
+                    start,
+                    interval,
+                    measure_start,
+                )));
             }
         }
     }
@@ -186,6 +215,7 @@ async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
         let out = w.await?;
         total.hist.add(&out.hist).ok();
         total.requests += out.requests;
+        total.answered += out.answered;
         total.errors += out.errors;
         total.non_2xx += out.non_2xx;
         if total.first_error.is_none() {
@@ -196,7 +226,8 @@ async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
     let wall = (w1 - w0).as_secs_f64().max(1e-9);
     let bench_cpu = (b1 - b0).as_secs_f64();
     let server_cpu = s0.zip(s1).map(|(a, b)| b - a);
-    let other_cpu_pct = m0.zip(m1).map(|(a, b)| ((b - a) - bench_cpu - server_cpu.unwrap_or(0.0)).max(0.0) / wall * 100.0);
+    let other_cpu_pct =
+        m0.zip(m1).map(|(a, b)| ((b - a) - bench_cpu - server_cpu.unwrap_or(0.0)).max(0.0) / wall * 100.0);
     let server_threads_pct = match (th0, th1) {
         (Some(a), Some(b)) => b
             .iter()
@@ -206,14 +237,15 @@ async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
         _ => BTreeMap::new(),
     };
     let (mut unsent, mut pacer_lag) = (0, None);
-    if let Some(p) = pacer {
-        let (released_in_window, lag) = p.join().expect("pacer thread panicked");
+    if let Some(p) = pacing {
+        let (released_in_window, lag) = p.await??;
         unsent = released_in_window.saturating_sub(total.requests + total.errors);
         pacer_lag = Some(lag);
     }
     Ok(RunResult {
         hist: total.hist,
         requests: total.requests,
+        answered: total.answered,
         errors: total.errors,
         non_2xx: total.non_2xx,
         first_error: total.first_error,
@@ -227,7 +259,13 @@ async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
     })
 }
 
-async fn closed_worker(mut conn: Conn, addr: SocketAddr, path: String, measure_start: Instant, end: Instant) -> WorkerOut {
+async fn closed_worker(
+    mut conn: Conn,
+    addr: SocketAddr,
+    path: String,
+    measure_start: Instant,
+    end: Instant,
+) -> WorkerOut {
     let mut out = WorkerOut::new();
     loop {
         let t0 = Instant::now();
@@ -236,6 +274,7 @@ async fn closed_worker(mut conn: Conn, addr: SocketAddr, path: String, measure_s
         }
         match conn.get(&path).await {
             Ok((status, _)) => {
+                out.answered += 1;
                 if t0 >= measure_start {
                     out.hist.saturating_record(t0.elapsed().as_nanos() as u64);
                     out.requests += 1;
@@ -275,6 +314,7 @@ async fn open_worker(
         let intended = start + interval.mul_f64(i as f64);
         match conn.get(&path).await {
             Ok((status, _)) => {
+                out.answered += 1;
                 if intended >= measure_start {
                     out.hist.saturating_record(intended.elapsed().as_nanos() as u64);
                     out.requests += 1;
@@ -294,50 +334,85 @@ async fn open_worker(
     out
 }
 
-/// Releases one permit per scheduled request at its intended time, from a thread with fine
-/// timer slack (tokio timers have millisecond granularity, too coarse for the schedule).
-/// Returns how many releases fell in the measured window and the release lateness.
-fn spawn_pacer(
+/// A periodic timer on the runtime's own epoll (timerfd): tokio's timers have millisecond
+/// granularity, too coarse for the schedule, and a separate pacer thread would cost a
+/// cross-thread wake-up per release.
+struct TimerFd(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>);
+
+impl TimerFd {
+    fn periodic(period: Duration) -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscalls; the fd is owned by the OwnedFd from here on.
+        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let ts =
+            libc::timespec { tv_sec: period.as_secs() as libc::time_t, tv_nsec: period.subsec_nanos() as libc::c_long };
+        let spec = libc::itimerspec { it_interval: ts, it_value: ts };
+        use std::os::fd::AsRawFd;
+        // SAFETY: arming the timer we own.
+        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the OwnedFd stays open, and is the same fd, for as long as the AsyncFd owns it.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+        Ok(Self(fd.map_err(std::io::Error::from)?))
+    }
+
+    async fn tick(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        loop {
+            let mut guard = self.0.readable().await?;
+            let mut expirations = 0u64;
+            // SAFETY: reading 8 bytes into a u64 from our timerfd.
+            let n = unsafe { libc::read(self.0.get_ref().as_raw_fd(), (&mut expirations as *mut u64).cast(), 8) };
+            if n == 8 {
+                return Ok(());
+            }
+            guard.clear_ready();
+        }
+    }
+}
+
+/// Releases one permit per scheduled request once its intended time has come, waking on a
+/// periodic timer (the request interval, but at least 50 µs: later requests are released in
+/// small batches, on time or late but never early). Returns how many releases fell in the
+/// measured window and the release lateness.
+async fn pacer(
     permits: Arc<Semaphore>,
     start: Instant,
     interval: Duration,
     end: Instant,
     measure_start: Instant,
-) -> std::thread::JoinHandle<(u64, Histogram<u64>)> {
-    std::thread::Builder::new()
-        .name("bench-pacer".into())
-        .spawn(move || {
-            sys::precise_timers_for_this_thread();
-            let mut lag = new_hist();
-            let mut i: u64 = 0;
-            let mut in_window = 0u64;
-            loop {
-                let intended = start + interval.mul_f64(i as f64);
-                if intended >= end {
-                    break;
-                }
-                let now = Instant::now();
-                if intended > now {
-                    std::thread::sleep(intended - now);
-                    continue;
-                }
-                // Release everything due now (catching up if we woke late).
-                let mut due = 0;
-                while start + interval.mul_f64((i + due) as f64) <= now && start + interval.mul_f64((i + due) as f64) < end {
-                    let t = start + interval.mul_f64((i + due) as f64);
-                    lag.saturating_record((now - t).as_nanos() as u64);
-                    if t >= measure_start {
-                        in_window += 1;
-                    }
-                    due += 1;
-                }
-                permits.add_permits(due as usize);
-                i += due;
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let timer = TimerFd::periodic(interval.max(Duration::from_micros(50)))?;
+    let total = ((end - start).as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
+    let intended = |i: u64| start + interval.mul_f64(i as f64);
+    let mut lag = new_hist();
+    let (mut released, mut in_window) = (0u64, 0u64);
+    while released < total {
+        let now = Instant::now();
+        let due = ((now.saturating_duration_since(start).as_secs_f64() / interval.as_secs_f64()).floor() as u64 + 1)
+            .min(total);
+        for i in released..due {
+            let t = intended(i);
+            lag.saturating_record(now.saturating_duration_since(t).as_nanos() as u64);
+            if t >= measure_start {
+                in_window += 1;
             }
-            // Give in-flight requests a moment to finish, then stop the workers.
-            std::thread::sleep(Duration::from_millis(1));
-            permits.close();
-            (in_window, lag)
-        })
-        .expect("spawning the pacer thread")
+        }
+        if due > released {
+            permits.add_permits((due - released) as usize);
+            released = due;
+        }
+        if released < total {
+            timer.tick().await?;
+        }
+    }
+    // Let the last releases be picked up, then stop the workers.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    permits.close();
+    Ok((in_window, lag))
 }

@@ -82,7 +82,11 @@ impl Plan {
     fn from_args(a: &Args) -> anyhow::Result<Self> {
         let q = a.quick;
         for s in &a.only {
-            anyhow::ensure!(SCENARIOS.contains(&s.as_str()), "--only: unknown scenario {s:?} (known: {})", SCENARIOS.join(","));
+            anyhow::ensure!(
+                SCENARIOS.contains(&s.as_str()),
+                "--only: unknown scenario {s:?} (known: {})",
+                SCENARIOS.join(",")
+            );
         }
         let duration = a.duration.unwrap_or(if q { 0.5 } else { 4.0 });
         Ok(Plan {
@@ -103,7 +107,11 @@ impl Plan {
             },
             density_budget: Duration::from_secs_f64(a.density_budget.unwrap_or(if q { 60.0 } else { 300.0 })),
             address_space_probe: 32_100,
-            scenarios: if a.only.is_empty() { SCENARIOS.iter().map(|s| s.to_string()).collect() } else { a.only.clone() },
+            scenarios: if a.only.is_empty() {
+                SCENARIOS.iter().map(|s| s.to_string()).collect()
+            } else {
+                a.only.clone()
+            },
         })
     }
 
@@ -158,14 +166,19 @@ fn run(args: Args) -> anyhow::Result<()> {
     let wisp_bin = args.wisp_bin.clone().unwrap_or_else(default_wisp_bin);
     let wasmtime_bin = args.wasmtime_bin.clone().unwrap_or_else(default_wasmtime_bin);
     let wasmtime_bin = wasmtime_bin.exists().then_some(wasmtime_bin);
-    let wasm_path = args.wasm.clone().unwrap_or_else(|| repo_root().join("functions/target/wasm32-wasip2/release/hello.wasm"));
+    let wasm_path =
+        args.wasm.clone().unwrap_or_else(|| repo_root().join("functions/target/wasm32-wasip2/release/hello.wasm"));
     let wasm = Bytes::from(std::fs::read(&wasm_path).with_context(|| {
         format!(
             "reading {} (build it: cargo build --release --target wasm32-wasip2 --manifest-path functions/Cargo.toml)",
             wasm_path.display()
         )
     })?);
-    anyhow::ensure!(wisp_bin.exists(), "no wisp binary at {} (cargo build --release, or --wisp-bin)", wisp_bin.display());
+    anyhow::ensure!(
+        wisp_bin.exists(),
+        "no wisp binary at {} (cargo build --release, or --wisp-bin)",
+        wisp_bin.display()
+    );
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let out = args.out.canonicalize()?;
     let logs = out.join("logs");
@@ -191,16 +204,25 @@ fn run(args: Args) -> anyhow::Result<()> {
         let deploy = work.path().join("deploy");
         std::fs::create_dir_all(&deploy)?;
         std::fs::write(deploy.join("hello.wasm"), &wasm)?;
-        let wisp = Server::wisp(&wisp_bin, &work.path().join("wisp-data"), &["--deploy-dir".into(), deploy.display().to_string()], &logs.join("wisp.log"))
-            .and_then(|s| {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                rt.block_on(client::wait_ok(s.addr, "/fn/hello", Duration::from_secs(60)))?;
-                Ok(s)
-            })
-            .map_err(|e| format!("failed: {e:#}"));
-        log(&format!("wisp node: {}", wisp.as_ref().map_or_else(|e| e.clone(), |s| format!("http://{} (pid {})", s.addr, s.pid))));
+        let wisp = Server::wisp(
+            &wisp_bin,
+            &work.path().join("wisp-data"),
+            &["--deploy-dir".into(), deploy.display().to_string()],
+            &logs.join("wisp.log"),
+        )
+        .and_then(|s| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(client::wait_ok(s.addr, "/fn/hello", Duration::from_secs(60)))?;
+            Ok(s)
+        })
+        .map_err(|e| format!("failed: {e:#}"));
+        log(&format!(
+            "wisp node: {}",
+            wisp.as_ref().map_or_else(|e| e.clone(), |s| format!("http://{} (pid {})", s.addr, s.pid))
+        ));
         contenders.push(Contender { name: "wisp", server: wisp, path: "/fn/hello" });
-        let baselines: [(&'static str, &[&str]); 2] = [("wasmtime-default", &[]), ("wasmtime-tuned", &node::TUNED_FLAGS)];
+        let baselines: [(&'static str, &[&str]); 2] =
+            [("wasmtime-default", &[]), ("wasmtime-tuned", &node::TUNED_FLAGS)];
         for (name, flags) in baselines {
             let server = match &wasmtime_bin {
                 None => Err(NOT_INSTALLED.to_string()),
@@ -212,7 +234,10 @@ fn run(args: Args) -> anyhow::Result<()> {
                     })
                     .map_err(|e| format!("failed: {e:#}")),
             };
-            log(&format!("{name}: {}", server.as_ref().map_or_else(|e| e.clone(), |s| format!("http://{} (pid {})", s.addr, s.pid))));
+            log(&format!(
+                "{name}: {}",
+                server.as_ref().map_or_else(|e| e.clone(), |s| format!("http://{} (pid {})", s.addr, s.pid))
+            ));
             contenders.push(Contender { name, server, path: "/" });
         }
     }
@@ -232,6 +257,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             rows: Vec::new(),
             ratios: Vec::new(),
             open_loop: Vec::new(),
+            wisp_invocation_buckets: Vec::new(),
         }
     };
     let warm_p50_1 = warm.row("wisp", 1).map(|r| r.latency.p50_us);
@@ -243,33 +269,31 @@ fn run(args: Args) -> anyhow::Result<()> {
         samples: plan.samples,
         http: Default::default(),
         http_cold_starts: 0,
-        http_back_to_back: Default::default(),
+        healthz: Default::default(),
         inproc: Default::default(),
         inproc_back_to_back: Default::default(),
         added_p50_us: None,
         added_p99_us: None,
         added_mean_us: None,
+        added_p50_vs_back_to_back_us: None,
     };
     if plan.runs("overhead") {
         log("scenario 5: overhead (HTTP through the node)");
         match &wisp_target {
-            Some(t) => {
-                let paced = cold::sequential_http(t, plan.samples / 10, plan.samples, Some(inproc::GAP));
-                let back_to_back = cold::sequential_http(t, plan.samples / 10, plan.samples, None);
-                match paced.and_then(|p| Ok((p, back_to_back?))) {
-                    Ok(((lat, cold), (b2b, b2b_cold))) => {
-                        overhead.http = lat;
-                        overhead.http_cold_starts = cold;
-                        overhead.http_back_to_back = inproc::Sampled { latency: b2b, cold: b2b_cold };
-                        overhead.requests += lat.count + b2b.count;
-                        log(&format!(
-                            "overhead: HTTP paced p50 {:.1} us ({cold} cold); back to back p50 {:.1} us ({b2b_cold} of {} cold)",
-                            lat.p50_us, b2b.p50_us, b2b.count
-                        ));
-                    }
-                    Err(e) => overhead.status = format!("failed: {e:#}"),
+            Some(t) => match cold::sequential_http(t, &[&t.path, "/healthz"], plan.samples / 10, plan.samples) {
+                Ok((lat, cold)) => {
+                    let (hello, floor) = (lat[0], lat[1]);
+                    overhead.http = hello;
+                    overhead.http_cold_starts = cold;
+                    overhead.healthz = floor;
+                    overhead.requests += hello.count + floor.count;
+                    log(&format!(
+                        "overhead: HTTP p50 {:.1} us, p99 {:.1} us ({cold} of {} cold); /healthz p50 {:.1} us",
+                        hello.p50_us, hello.p99_us, hello.count, floor.p50_us
+                    ));
                 }
-            }
+                Err(e) => overhead.status = format!("failed: {e:#}"),
+            },
             None => overhead.status = "failed: no wisp node".into(),
         }
     }
@@ -286,6 +310,33 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // Collect server-side evidence, then stop every server before the in-process scenarios.
+    let mut node_after = None;
+    if let Some(t) = &wisp_target {
+        std::thread::sleep(Duration::from_millis(200)); // the usage ledger commits every 20 ms
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let invocations = rt
+            .block_on(client::once(t.addr, http::Method::GET, "/metrics", Bytes::new()))
+            .map(|(_, m)| client::metric_sum(&String::from_utf8_lossy(&m), "wisp_invocations_total", "") as u64)
+            .unwrap_or(0);
+        let data = work.path().join("wisp-data");
+        let data_dir_bytes = dir_size(&data);
+        let db_bytes =
+            ["wisp.db", "wisp.db-wal"].iter().map(|f| std::fs::metadata(data.join(f)).map_or(0, |m| m.len())).sum();
+        let fp = t.pid.map(sys::footprint).unwrap_or_default();
+        node_after = Some(report::NodeAfter {
+            invocations,
+            data_dir_bytes,
+            db_bytes,
+            db_bytes_per_invocation: if invocations > 0 { db_bytes as f64 / invocations as f64 } else { 0.0 },
+            footprint: fp,
+        });
+        log(&format!(
+            "wisp node after the HTTP scenarios: {invocations} invocations, store {:.1} MiB ({:.0} B per invocation), RSS {} MiB",
+            db_bytes as f64 / (1 << 20) as f64,
+            if invocations > 0 { db_bytes as f64 / invocations as f64 } else { 0.0 },
+            fp.rss_kib / 1024
+        ));
+    }
     for c in &mut contenders {
         if let Ok(s) = &mut c.server {
             if !s.alive() {
@@ -333,6 +384,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                     overhead.added_p50_us = Some(h.p50_us - i.p50_us);
                     overhead.added_p99_us = Some(h.p99_us - i.p99_us);
                     overhead.added_mean_us = Some(h.mean_us - i.mean_us);
+                    let b = &p.invoke_back_to_back.latency;
+                    overhead.added_p50_vs_back_to_back_us = Some(h.p50_us - b.p50_us);
                     log(&format!(
                         "overhead: HTTP p50 {:.1} us vs in-process p50 {:.1} us: gateway adds {:.1} us at p50, {:.1} us at p99",
                         h.p50_us,
@@ -353,28 +406,38 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     // wasmtime serve's per-request cost, derived.
+    let inproc_p50 = overhead.inproc.latency.p50_us;
     let gateway = overhead.added_p50_us;
+    let gateway_warm = warm.row("wisp", 1).filter(|_| inproc_p50 > 0.0).map(|r| r.latency.p50_us - inproc_p50);
     instantiate.derivation = format!(
         "`wasmtime serve` instantiates a fresh instance for every request (WASIp2: reuse count 1), so its \
-         per-request cost is estimated as its warm p50 at 1 connection (scenario 1) minus Wisp's gateway overhead \
-         at p50 (scenario 5: HTTP through the node − in-process invoke = {}), i.e. what remains once the loopback \
-         round trip, the bench's client and an HTTP server of comparable cost (both use hyper) are taken out. \
-         Compare it with Wisp's in-process on-demand invoke (instantiate + handle: {} µs p50) and with the \
-         instantiation alone (on-demand take: {} µs p50) vs a pooled take ({} µs p50).",
-        gateway.map_or("n/a".into(), |g| format!("{g:.1} µs")),
+         per-request cost (instantiate + handle) is estimated as its warm p50 at 1 connection (scenario 1) minus \
+         Wisp's gateway overhead at p50, i.e. what remains once the loopback round trip, the bench's client and an \
+         HTTP server of comparable cost (both use hyper) are taken out. The gateway overhead is Wisp's HTTP p50 \
+         minus its in-process invoke p50 ({} µs, pool refilled), with the HTTP p50 taken (a) from scenario 1 at 1 \
+         connection, measured in alternation with the baselines (overhead {} µs; preferred), or (b) from the \
+         sequential series of scenario 5 (overhead {} µs). Compare the result with Wisp's in-process on-demand \
+         invoke (instantiate + handle: {} µs p50), the instantiation alone (on-demand take: {} µs p50) and a \
+         pooled take ({} µs p50).",
+        report_f1(inproc_p50),
+        gateway_warm.map_or("n/a".into(), |g| format!("{g:.1}")),
+        gateway.map_or("n/a".into(), |g| format!("{g:.1}")),
         report_f1(instantiate.invoke_on_demand.latency.p50_us),
         report_f1(instantiate.take_on_demand.latency.p50_us),
         report_f1(instantiate.take_pooled.latency.p50_us),
     );
-    if let Some(g) = gateway {
-        for name in ["wasmtime-default", "wasmtime-tuned"] {
-            if let Some(row) = warm.row(name, 1) {
-                instantiate.wasmtime_per_request.push(PerRequest {
-                    baseline: name.into(),
-                    warm_p50_1conn_us: row.latency.p50_us,
-                    gateway_overhead_p50_us: g,
-                    per_request_us: row.latency.p50_us - g,
-                });
+    for name in ["wasmtime-default", "wasmtime-tuned"] {
+        if let Some(row) = warm.row(name, 1) {
+            for (basis, g) in [("(a) scenario 1", gateway_warm), ("(b) scenario 5", gateway)] {
+                if let Some(g) = g {
+                    instantiate.wasmtime_per_request.push(PerRequest {
+                        baseline: name.into(),
+                        basis: basis.into(),
+                        warm_p50_1conn_us: row.latency.p50_us,
+                        gateway_overhead_p50_us: g,
+                        per_request_us: row.latency.p50_us - g,
+                    });
+                }
             }
         }
     }
@@ -407,7 +470,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
 
     notes.extend(findings(&warm, &overhead, &instantiate));
-    let command = if plan.quick { format!("wisp-bench --quick --out {}", args.out.display()) } else { "bench/run.sh".into() };
+    let command =
+        if plan.quick { format!("wisp-bench --quick --out {}", args.out.display()) } else { "bench/run.sh".into() };
     let report = Report {
         tool: "wisp-bench",
         mode: if plan.quick { "quick" } else { "full" },
@@ -419,11 +483,35 @@ fn run(args: Args) -> anyhow::Result<()> {
         instantiate,
         density,
         overhead,
+        wisp_node_after_http_scenarios: node_after,
         notes,
     };
     report::write(&out, &report)?;
+    println!("Wisp / baseline (throughput: above 1 = Wisp serves more; p99: below 1 = Wisp's tail is lower)");
+    for x in &report.warm.ratios {
+        let fmt = |v: Option<f64>| v.map_or("skipped".to_string(), |v| format!("{v:.2}x"));
+        println!(
+            "  {:>2} conns vs {:<16} throughput {:>8}  p99 {:>8}",
+            x.connections,
+            x.baseline,
+            fmt(x.throughput),
+            fmt(x.p99)
+        );
+    }
     log(&format!("report: {}/report.md, report.json, chart.svg ({:.0} s)", out.display(), report.total_s));
     Ok(())
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn report_f1(x: f64) -> String {
@@ -440,6 +528,9 @@ fn skipped_cold(plan: &Plan, status: &str) -> cold::ColdReport {
         all_cold: false,
         non_2xx: 0,
         latency: Default::default(),
+        second: Default::default(),
+        second_cold: 0,
+        warm_control: Default::default(),
         samples_us: Vec::new(),
         warm_p50_us: None,
         p50_vs_warm_p50: None,
@@ -471,32 +562,30 @@ fn findings(warm: &warm::WarmReport, overhead: &OverheadReport, inst: &Instantia
             && c > 0
         {
             notes.push(format!(
-                "wisp at {} connections: {} of ~{} requests were cold starts (the pool target follows the peak \
-                 concurrency once per scaler tick, capped by --max-ready)",
+                "wisp at {} connections: {} of {} requests ({:.1}%, warm-up included) found the pool empty and \
+                 instantiated on demand",
                 r.connections,
                 c,
-                r.requests
+                r.answered,
+                100.0 * c as f64 / r.answered.max(1) as f64
             ));
         }
     }
     for o in warm.open_loop.iter().filter(|o| o.status == "ok") {
         if o.unsent > 0 {
-            notes.push(format!("open loop {}: {} scheduled requests were never sent (rate above capacity)", o.target, o.unsent));
+            notes.push(format!(
+                "open loop {}: {} scheduled requests were never sent (rate above capacity)",
+                o.target, o.unsent
+            ));
         }
     }
-    if overhead.http_cold_starts > 0 || overhead.inproc.cold > 0 {
-        notes.push(format!(
-            "overhead (paced) series: {} cold starts over HTTP, {} in-process, despite a refilled pool",
-            overhead.http_cold_starts, overhead.inproc.cold
-        ));
-    }
-    let (hb, ib) = (&overhead.http_back_to_back, &overhead.inproc_back_to_back);
-    if hb.cold > 0 || ib.cold > 0 {
+    let ib = &overhead.inproc_back_to_back;
+    if overhead.http_cold_starts > 0 || ib.cold > 0 {
         notes.push(format!(
             "a `min_warm=1` function called one request at a time, back to back, still cold-starts: {} of {} \
-             requests over HTTP and {} of {} direct invokes found the pool empty, because the single refill task \
-             re-instantiates only after the take and loses the race with the next request",
-            hb.cold, hb.latency.count, ib.cold, ib.latency.count
+             requests over HTTP and {} of {} direct invokes found its pool empty (the refill task re-instantiates \
+             only after the take and can lose the race with the next request)",
+            overhead.http_cold_starts, overhead.http.count, ib.cold, ib.latency.count
         ));
     }
     if inst.take_pooled.cold > 0 {

@@ -36,7 +36,10 @@ impl Server {
     /// Spawns `wisp up` and waits for its `wisp: listening on http://ADDR` line.
     pub fn wisp(bin: &Path, data_dir: &Path, extra: &[String], log: &Path) -> anyhow::Result<Server> {
         if !bin.exists() {
-            bail!("wisp binary not found at {} (build it with `cargo build --release`, or pass --wisp-bin)", bin.display());
+            bail!(
+                "wisp binary not found at {} (build it with `cargo build --release`, or pass --wisp-bin)",
+                bin.display()
+            );
         }
         let stderr = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut child = Command::new(bin)

@@ -14,6 +14,8 @@ use std::path::Path;
 #[derive(Debug, Clone, Serialize)]
 pub struct PerRequest {
     pub baseline: String,
+    /// Which HTTP p50 of Wisp the gateway overhead was derived from.
+    pub basis: String,
     pub warm_p50_1conn_us: f64,
     pub gateway_overhead_p50_us: f64,
     /// Estimated instantiate + handle cost per request inside `wasmtime serve`.
@@ -43,18 +45,34 @@ pub struct OverheadReport {
     pub status: String,
     pub requests: u64,
     pub samples: usize,
-    /// One keep-alive connection, one request at a time, through the node.
+    /// One keep-alive connection, one request at a time (back to back), through the node.
     pub http: Latency,
     pub http_cold_starts: u64,
-    /// Same, without the pause between requests.
-    pub http_back_to_back: Sampled,
+    /// `GET /healthz` the same way: the transport floor (bench client, loopback, hyper server,
+    /// tower stack) without routing to a function or invoking it.
+    pub healthz: Latency,
     /// `Revision::invoke` in-process, one at a time, pool target 1, refilled before each call.
     pub inproc: Sampled,
-    /// Same, back to back (no wait for the refill).
+    /// Same, back to back (no wait for the refill): some calls instantiate.
     pub inproc_back_to_back: Sampled,
+    /// HTTP p50 − in-process (refilled) p50: the gateway's cost on the warm path.
     pub added_p50_us: Option<f64>,
+    /// HTTP p50 − in-process back-to-back p50.
+    pub added_p50_vs_back_to_back_us: Option<f64>,
     pub added_p99_us: Option<f64>,
     pub added_mean_us: Option<f64>,
+}
+
+/// The warm node once scenarios 1, 2 and 5 are done.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeAfter {
+    /// All invocations the node counted (`wisp_invocations_total`).
+    pub invocations: u64,
+    pub data_dir_bytes: u64,
+    /// SQLite store (wisp.db + WAL): registry plus one usage row per invocation.
+    pub db_bytes: u64,
+    pub db_bytes_per_invocation: f64,
+    pub footprint: crate::sys::Footprint,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +87,7 @@ pub struct Report {
     pub instantiate: InstantiateReport,
     pub density: DensityReport,
     pub overhead: OverheadReport,
+    pub wisp_node_after_http_scenarios: Option<NodeAfter>,
     pub notes: Vec<String>,
 }
 
@@ -106,7 +125,8 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "# Wisp benchmark report ({})\n", r.mode);
     let _ = writeln!(s, "Reproduce: `{}` (took {:.0} s).\n", r.command, r.total_s);
     let _ = writeln!(s, "| machine | |\n| --- | --- |");
-    let _ = writeln!(s, "| git commit | `{}`{} |", m.git_commit, if m.git_dirty { " (uncommitted changes)" } else { "" });
+    let _ =
+        writeln!(s, "| git commit | `{}`{} |", m.git_commit, if m.git_dirty { " (uncommitted changes)" } else { "" });
     let _ = writeln!(s, "| CPU | {} × {} |", m.cores, m.cpu_model);
     let _ = writeln!(s, "| kernel | {} |", m.kernel);
     let _ = writeln!(s, "| memory | {:.1} GiB |", m.mem_total_gib);
@@ -114,7 +134,8 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "| vm.max_map_count | {} |", m.vm_max_map_count.map_or("?".into(), |v| v.to_string()));
     let _ = writeln!(s, "| open files limit | {} |", m.open_files_limit.map_or("?".into(), |v| v.to_string()));
     let _ = writeln!(s, "| rustc | {} |", m.rustc);
-    let _ = writeln!(s, "| baseline | {} |", m.wasmtime_version.as_deref().unwrap_or("not installed (run bench/setup.sh)"));
+    let _ =
+        writeln!(s, "| baseline | {} |", m.wasmtime_version.as_deref().unwrap_or("not installed (run bench/setup.sh)"));
     let _ = writeln!(s, "| function | `{}` ({} bytes) |\n", m.hello_wasm, m.hello_wasm_bytes);
 
     // 1. warm
@@ -132,19 +153,22 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "![latency percentiles and throughput](chart.svg)\n");
     let _ = writeln!(
         s,
-        "| target | conns | req/s | rounds req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | bench CPU | server CPU | other CPU | cold starts |"
+        "| target | conns | req/s | rounds req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | bench CPU | server CPU | server CPU µs/req | other CPU | cold starts |"
     );
-    let _ = writeln!(s, "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        s,
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for row in &w.rows {
         if row.status != "ok" {
-            let _ = writeln!(s, "| {} | {} | {} | | | | | | | | | | | |", row.target, row.connections, row.status);
+            let _ = writeln!(s, "| {} | {} | {} | | | | | | | | | | | | |", row.target, row.connections, row.status);
             continue;
         }
         let l = &row.latency;
         let rounds: Vec<String> = row.rps_rounds.iter().map(|x| f0(*x)).collect();
         let _ = writeln!(
             s,
-            "| {} | {} | **{}** | {} | {} | {} | **{}** | {} | {} | {} | {:.0}%{} | {} | {} | {} |",
+            "| {} | {} | **{}** | {} | {} | {} | **{}** | {} | {} | {} | {:.0}%{} | {} | {} | {} | {} |",
             row.target,
             row.connections,
             f0(row.rps),
@@ -158,12 +182,17 @@ pub fn markdown(r: &Report) -> String {
             row.bench_cpu_pct,
             if row.loadgen_saturated { " ⚠ saturated" } else { "" },
             opt(row.server_cpu_pct, |x| format!("{x:.0}%")),
+            opt(row.server_cpu_us_per_req, f1),
             opt(row.other_cpu_pct, |x| format!("{x:.0}%")),
-            row.cold_starts.map_or("".into(), |c| c.to_string()),
+            row.cold_starts.map_or("".into(), |c| format!("{c} of {}", row.answered)),
         );
     }
-    let _ = writeln!(s, "\nWisp / baseline (throughput above 1 = Wisp serves more; p99 below 1 = Wisp's tail is lower):\n");
-    let _ = writeln!(s, "| conns | baseline | throughput ratio | p50 ratio | p99 ratio |\n| ---: | --- | ---: | ---: | ---: |");
+    let _ =
+        writeln!(s, "\nWisp / baseline (throughput above 1 = Wisp serves more; p99 below 1 = Wisp's tail is lower):\n");
+    let _ = writeln!(
+        s,
+        "| conns | baseline | throughput ratio | p50 ratio | p99 ratio |\n| ---: | --- | ---: | ---: | ---: |"
+    );
     for x in &w.ratios {
         let _ = writeln!(
             s,
@@ -182,28 +211,40 @@ pub fn markdown(r: &Report) -> String {
         let mut threads: Vec<_> = row.server_threads_pct.iter().collect();
         threads.sort_by(|a, b| b.1.total_cmp(a.1));
         let list: Vec<String> = threads.iter().map(|(n, p)| format!("`{n}` {p:.0}%")).collect();
-        let _ = writeln!(s, "\nWisp node CPU by thread at {top} connections (last round, % of one core): {}.", list.join(", "));
+        let _ = writeln!(
+            s,
+            "\nWisp node CPU by thread at {top} connections (last round, % of one core): {}.",
+            list.join(", ")
+        );
     }
     let _ = writeln!(s, "\n### Open loop (fixed rate, latency from the intended send time)\n");
     let _ = writeln!(
         s,
-        "Rate = 50% of the target's closed-loop throughput at the highest connection count; requests are spread over \
-         that many connections; a request that finds every connection busy waits, and the wait counts. `unsent` = \
+        "Rate = 50% of the target's own closed-loop throughput at the highest connection count, then (when both ran) \
+         50% of the lower of the two for both, so tails are also compared at the same offered load. Requests are \
+         spread over that many connections; a request that finds every connection busy waits, and the wait counts. `unsent` = \
          scheduled in the window but never sent (rate above capacity). Pacer lag = how late the load generator \
          itself released requests (included in the latencies).\n"
     );
-    let _ = writeln!(s, "| target | rate req/s | achieved | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | unsent | pacer lag p99 µs | bench CPU | server CPU | other CPU |");
-    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        s,
+        "| target | rate basis | rate req/s | achieved | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | unsent | pacer lag p99 µs | bench CPU | server CPU | server CPU µs/req | other CPU |"
+    );
+    let _ = writeln!(
+        s,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for o in &w.open_loop {
         if o.status != "ok" {
-            let _ = writeln!(s, "| {} | {} | | | | | | | | | | | |", o.target, o.status);
+            let _ = writeln!(s, "| {} | {} | {} | | | | | | | | | | | | |", o.target, o.basis, o.status);
             continue;
         }
         let l = &o.latency;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {} | {} | {} |",
             o.target,
+            o.basis,
             f0(o.rate_rps),
             f0(o.achieved_rps),
             f1(l.p50_us),
@@ -215,7 +256,28 @@ pub fn markdown(r: &Report) -> String {
             f1(o.pacer_lag_p99_us),
             o.bench_cpu_pct,
             opt(o.server_cpu_pct, |x| format!("{x:.0}%")),
+            opt(o.server_cpu_us_per_req, f1),
             opt(o.other_cpu_pct, |x| format!("{x:.0}%"))
+        );
+    }
+
+    if let Some((_, total)) = w.wisp_invocation_buckets.iter().find(|(le, _)| le.is_infinite())
+        && *total > 0
+    {
+        let share = |bound: f64| {
+            w.wisp_invocation_buckets.iter().filter(|(le, _)| *le <= bound).map(|(_, n)| *n).max().unwrap_or(0) as f64
+                / *total as f64
+                * 100.0
+        };
+        let _ = writeln!(
+            s,
+            "\nWisp's own invocation time (`wisp_invocation_duration_seconds`, inside the runtime, gateway excluded) over \
+             all {} invocations of the warm and open-loop runs: {:.1}% ≤ 100 µs, {:.1}% ≤ 1 ms, {:.2}% ≤ 10 ms, {:.3}% > 10 ms.",
+            total,
+            share(100.0),
+            share(1000.0),
+            share(10_000.0),
+            100.0 - share(10_000.0)
         );
     }
 
@@ -225,23 +287,38 @@ pub fn markdown(r: &Report) -> String {
     if c.status != "ok" {
         let _ = writeln!(s, "{}\n", c.status);
     }
-    let l = &c.latency;
     let _ = writeln!(
         s,
         "{} functions deployed in {:.2} s (same bytes: compiled once). First request to each over an open keep-alive \
          connection. `/metrics` `wisp_cold_starts_total` = 1 for **{} of {}** (all cold: {}).\n",
         c.functions, c.deploy_s, c.verified_cold, c.functions, c.all_cold
     );
-    let _ = writeln!(s, "| first request | min | p50 | p90 | p99 | max | warm p50 (1 conn) | p50 / warm p50 | p99 / warm p50 |");
-    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let _ = writeln!(
         s,
-        "| µs | {} | **{}** | {} | {} | {} | {} | **{}** | {} |",
-        f1(l.min_us),
-        f1(l.p50_us),
-        f1(l.p90_us),
-        f1(l.p99_us),
-        f1(l.max_us),
+        "Each function: 5 ms idle, then `GET /fn/hello` (warm control, wakes idle threads), then the first request \
+         to the new function, then a second one right away (on demand too unless the scaler ticked in between: {} of \
+         {} were cold).\n",
+        c.second_cold, c.functions
+    );
+    let _ = writeln!(s, "| µs | min | p50 | p90 | p99 | max |\n| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (name, l) in [
+        ("**first request** (cold)", &c.latency),
+        ("second request", &c.second),
+        ("warm control (hello)", &c.warm_control),
+    ] {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} |",
+            f1(l.min_us),
+            f1(l.p50_us),
+            f1(l.p90_us),
+            f1(l.p99_us),
+            f1(l.max_us)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nFirst request vs Wisp's warm p50 at 1 connection ({} µs, scenario 1): **{}** at p50, {} at p99.\n",
         opt(c.warm_p50_us, f1),
         ratio(c.p50_vs_warm_p50),
         ratio(c.p99_vs_warm_p50)
@@ -259,7 +336,8 @@ pub fn markdown(r: &Report) -> String {
          Compile (cranelift, uncached) took {:.2} s.\n",
         i.samples, i.pool_size, i.compile_s
     );
-    let _ = writeln!(s, "| µs | p50 | p90 | p99 | p99.9 | max | cold |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ =
+        writeln!(s, "| µs | p50 | p90 | p99 | p99.9 | max | cold |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, x) in [
         ("take from ready pool", &i.take_pooled),
         ("take on demand (instantiate)", &i.take_on_demand),
@@ -280,13 +358,17 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "\nOn demand / pooled at p50: {}.\n", ratio(i.pooled_speedup_p50));
     let _ = writeln!(s, "{}\n", i.derivation);
     if !i.wasmtime_per_request.is_empty() {
-        let _ = writeln!(s, "| baseline | warm p50, 1 conn (µs) | − gateway overhead p50 (µs) | = per-request cost (µs) |");
-        let _ = writeln!(s, "| --- | ---: | ---: | ---: |");
+        let _ = writeln!(
+            s,
+            "| baseline | overhead from | warm p50, 1 conn (µs) | − gateway overhead p50 (µs) | = per-request cost (µs) |"
+        );
+        let _ = writeln!(s, "| --- | --- | ---: | ---: | ---: |");
         for p in &i.wasmtime_per_request {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | **{}** |",
+                "| {} | {} | {} | {} | **{}** |",
                 p.baseline,
+                p.basis,
                 f1(p.warm_p50_1conn_us),
                 f1(p.gateway_overhead_p50_us),
                 f1(p.per_request_us)
@@ -302,7 +384,9 @@ pub fn markdown(r: &Report) -> String {
         "One node per K (`--pool-instances K+100 --max-ready 1`): K idle functions (`min_warm=0`), then K warm ones \
          (`min_warm=1`, one ready instance each), deployed over 4 connections; `idle_timeout=1h` so the scaler keeps \
          them. RSS per idle function = (RSS idle − RSS after the first deploy, which compiles and loads the component \
-         once) / (K − 1); per warm function = (RSS warm − RSS idle) / K; per warm instance = the difference of the two. vm.max_map_count = {}; open files limit = {}; density budget {:.0} s.\n",
+         once) / (K − 1); per warm function = (RSS warm − RSS idle) / K; per warm instance = the difference of the two. At small K \
+         these per-function figures are within the allocator's noise (memory freed after the compile is returned \
+         lazily); read them at the largest K that worked. vm.max_map_count = {}; open files limit = {}; density budget {:.0} s.\n",
         d.vm_max_map_count.map_or("?".into(), |v| v.to_string()),
         d.open_files_limit.map_or("?".into(), |v| v.to_string()),
         d.budget_s
@@ -370,18 +454,20 @@ pub fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "{} requests per series, one at a time. HTTP: one keep-alive connection to `/fn/hello` (the node's \
-         `min_warm=1` hello). In-process: `Revision::invoke` on a multi-thread tokio runtime in the bench, pool \
-         target 1. Paced series wait {} µs between calls (in-process: also until the pool is refilled) so every \
-         call takes a ready instance; back-to-back series do not wait. `cold` = calls that instantiated on demand.\n",
-        o.samples,
-        crate::inproc::GAP.as_micros()
+        "{} requests per series, one at a time. HTTP: one keep-alive connection to the node, `/fn/hello` \
+         (`min_warm=1`) and `/healthz` alternating, back to back. In-process: `Revision::invoke` on a multi-thread tokio runtime in the bench, \
+         pool target 1, either waiting (spinning) until the pool is refilled before each call (the warm path) or \
+         back to back. `cold` = calls that instantiated on demand.\n",
+        o.samples
     );
-    let _ = writeln!(s, "| µs | mean | p50 | p90 | p99 | p99.9 | cold |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        s,
+        "| µs | mean | p50 | p90 | p99 | p99.9 | cold |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for (name, l, cold) in [
-        ("HTTP through the node, paced", &o.http, o.http_cold_starts),
-        ("in-process invoke, paced", &o.inproc.latency, o.inproc.cold),
-        ("HTTP through the node, back to back", &o.http_back_to_back.latency, o.http_back_to_back.cold),
+        ("HTTP through the node", &o.http, o.http_cold_starts),
+        ("HTTP `/healthz` on the node (no function)", &o.healthz, 0),
+        ("in-process invoke, pool refilled", &o.inproc.latency, o.inproc.cold),
         ("in-process invoke, back to back", &o.inproc_back_to_back.latency, o.inproc_back_to_back.cold),
     ] {
         let _ = writeln!(
@@ -396,10 +482,20 @@ pub fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "| **added by the gateway** (paced HTTP − paced in-process) | {} | **{}** | | {} | | |",
+        "| **added by the gateway** (HTTP − in-process refilled) | {} | **{}** | | {} | | |",
         opt(o.added_mean_us, f1),
         opt(o.added_p50_us, f1),
         opt(o.added_p99_us, f1)
+    );
+    let _ = writeln!(
+        s,
+        "\nAgainst the back-to-back in-process series the gateway adds {} µs at p50. Split at p50: transport floor \
+         (`/healthz`: client, loopback, hyper, tower) {} µs; function routing + invoke (hello − healthz) {} µs, of \
+         which the in-process invoke is {} µs.",
+        opt(o.added_p50_vs_back_to_back_us, f1),
+        f1(o.healthz.p50_us),
+        f1(o.http.p50_us - o.healthz.p50_us),
+        f1(o.inproc.latency.p50_us)
     );
     let _ = writeln!(
         s,
@@ -407,6 +503,21 @@ pub fn markdown(r: &Report) -> String {
          hyper server, tower stack, routing and metrics."
     );
 
+    if let Some(n) = &r.wisp_node_after_http_scenarios {
+        let _ = writeln!(
+            s,
+            "\n## The warm node afterwards\n\nAfter scenarios 1, 2 and 5: {} invocations; SQLite store (registry + usage \
+             ledger, one row per invocation) {:.1} MiB = {:.0} bytes per invocation; data dir {:.1} MiB; RSS {:.0} MiB, \
+             {} threads, {} fds.",
+            n.invocations,
+            n.db_bytes as f64 / (1 << 20) as f64,
+            n.db_bytes_per_invocation,
+            n.data_dir_bytes as f64 / (1 << 20) as f64,
+            n.footprint.rss_kib as f64 / 1024.0,
+            n.footprint.threads,
+            n.footprint.fds
+        );
+    }
     if !r.notes.is_empty() {
         let _ = writeln!(s, "\n## Notes\n");
         for n in &r.notes {
@@ -459,14 +570,24 @@ pub fn svg(w: &WarmReport) -> String {
     let pcts = ["p50", "p90", "p99", "p99.9"];
     for (pi, &conns) in levels.iter().enumerate() {
         let x0 = left + pi as f64 * (panel_w + gap);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" font-weight="bold">latency, {conns} connection(s)</text>"#, x0, top - 10.0);
-        let _ = writeln!(s, r##"<rect x="{x0:.1}" y="{top:.1}" width="{panel_w}" height="{panel_h}" fill="none" stroke="#999"/>"##);
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-weight="bold">latency, {conns} connection(s)</text>"#,
+            x0,
+            top - 10.0
+        );
+        let _ = writeln!(
+            s,
+            r##"<rect x="{x0:.1}" y="{top:.1}" width="{panel_w}" height="{panel_h}" fill="none" stroke="#999"/>"##
+        );
         let mut d = lo_d;
         while d <= hi_d {
             let y = y_of(10f64.powf(d));
-            let _ = writeln!(s, r##"<line x1="{x0:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/>"##, x0 + panel_w);
+            let _ =
+                writeln!(s, r##"<line x1="{x0:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/>"##, x0 + panel_w);
             if pi == 0 {
-                let label = if d >= 3.0 { format!("{} ms", 10f64.powf(d - 3.0)) } else { format!("{} µs", 10f64.powf(d)) };
+                let label =
+                    if d >= 3.0 { format!("{} ms", 10f64.powf(d - 3.0)) } else { format!("{} µs", 10f64.powf(d)) };
                 let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#, x0 - 5.0, y + 4.0);
             }
             d += 1.0;
@@ -476,10 +597,17 @@ pub fn svg(w: &WarmReport) -> String {
             let _ = writeln!(s, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{p}</text>"#, top + panel_h + 15.0);
         }
         for t in &targets {
-            let Some(row) = w.rows.iter().find(|r| r.target == *t && r.connections == conns && r.status == "ok") else { continue };
+            let Some(row) = w.rows.iter().find(|r| r.target == *t && r.connections == conns && r.status == "ok") else {
+                continue;
+            };
             let vals = [row.latency.p50_us, row.latency.p90_us, row.latency.p99_us, row.latency.p999_us];
             let pts: Vec<String> = xs.iter().zip(vals).map(|(x, v)| format!("{x:.1},{:.1}", y_of(v))).collect();
-            let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#, pts.join(" "), color(t));
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
+                pts.join(" "),
+                color(t)
+            );
             for (x, v) in xs.iter().zip(vals) {
                 let _ = writeln!(
                     s,
@@ -494,7 +622,10 @@ pub fn svg(w: &WarmReport) -> String {
     // Throughput bars.
     let x0 = left + levels.len() as f64 * (panel_w + gap) + 20.0;
     let _ = writeln!(s, r#"<text x="{x0:.1}" y="{:.1}" font-weight="bold">throughput (req/s)</text>"#, top - 10.0);
-    let _ = writeln!(s, r##"<rect x="{x0:.1}" y="{top:.1}" width="{panel_w}" height="{panel_h}" fill="none" stroke="#999"/>"##);
+    let _ = writeln!(
+        s,
+        r##"<rect x="{x0:.1}" y="{top:.1}" width="{panel_w}" height="{panel_h}" fill="none" stroke="#999"/>"##
+    );
     let max_rps = w.rows.iter().map(|r| r.rps).fold(0.0, f64::max).max(1.0);
     let nice = nice_ceiling(max_rps);
     for i in 0..=4 {
@@ -507,9 +638,16 @@ pub fn svg(w: &WarmReport) -> String {
     let bar_w = (group_w - 16.0) / targets.len() as f64;
     for (gi, &conns) in levels.iter().enumerate() {
         let gx = x0 + gi as f64 * group_w + 8.0;
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{conns} conn</text>"#, gx + (group_w - 16.0) / 2.0, top + panel_h + 15.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{conns} conn</text>"#,
+            gx + (group_w - 16.0) / 2.0,
+            top + panel_h + 15.0
+        );
         for (ti, t) in targets.iter().enumerate() {
-            let Some(row) = w.rows.iter().find(|r| r.target == *t && r.connections == conns && r.status == "ok") else { continue };
+            let Some(row) = w.rows.iter().find(|r| r.target == *t && r.connections == conns && r.status == "ok") else {
+                continue;
+            };
             let h = row.rps / nice * panel_h;
             let _ = writeln!(
                 s,
@@ -546,7 +684,7 @@ pub fn svg(w: &WarmReport) -> String {
 
 fn nice_ceiling(v: f64) -> f64 {
     let mag = 10f64.powf(v.log10().floor());
-    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+    for m in [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0] {
         if m * mag >= v {
             return m * mag;
         }

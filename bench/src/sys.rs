@@ -46,7 +46,9 @@ pub fn machine(repo: &Path, wisp_bin: &Path, wasmtime_bin: Option<&Path>, hello:
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let kernel = command_output("uname", &["-r"], None)
@@ -75,9 +77,7 @@ pub fn machine(repo: &Path, wisp_bin: &Path, wasmtime_bin: Option<&Path>, hello:
         wasmtime_version,
         hello_wasm: hello.display().to_string(),
         hello_wasm_bytes: std::fs::metadata(hello).map_or(0, |m| m.len()),
-        started_at_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        started_at_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         loadavg_at_start: loadavg(),
     }
 }
@@ -127,12 +127,19 @@ pub fn system_busy() -> Option<f64> {
     let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
     let v: Vec<f64> = cpu.split_whitespace().filter_map(|x| x.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal ...
-    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5).unwrap_or(&0.0) + v.get(6).unwrap_or(&0.0) + v.get(7).unwrap_or(&0.0);
+    let busy = v.first()?
+        + v.get(1)?
+        + v.get(2)?
+        + v.get(5).unwrap_or(&0.0)
+        + v.get(6).unwrap_or(&0.0)
+        + v.get(7).unwrap_or(&0.0);
     Some(busy / clock_ticks())
 }
 
 pub fn loadavg() -> String {
-    read_trimmed("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    read_trimmed("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// CPU seconds a process has used so far (all its threads).
@@ -146,8 +153,7 @@ pub fn proc_threads_cpu(pid: u32) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
     for entry in dir.flatten() {
-        if let Some((comm, secs)) =
-            std::fs::read_to_string(entry.path().join("stat")).ok().and_then(|t| parse_stat(&t))
+        if let Some((comm, secs)) = std::fs::read_to_string(entry.path().join("stat")).ok().and_then(|t| parse_stat(&t))
         {
             *out.entry(comm).or_insert(0.0) += secs;
         }
@@ -167,7 +173,8 @@ pub struct Footprint {
 
 pub fn footprint(pid: u32) -> Footprint {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let maps = std::fs::read(format!("/proc/{pid}/maps")).map_or(0, |m| m.iter().filter(|&&b| b == b'\n').count() as u64);
+    let maps =
+        std::fs::read(format!("/proc/{pid}/maps")).map_or(0, |m| m.iter().filter(|&&b| b == b'\n').count() as u64);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
     Footprint {
         rss_kib: field_kib(&status, "VmRSS:").unwrap_or(0),
@@ -182,7 +189,13 @@ pub fn footprint(pid: u32) -> Footprint {
 pub fn precise_timers_for_this_thread() {
     // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
     unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong);
+        libc::prctl(
+            libc::PR_SET_TIMERSLACK,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        );
     }
 }
 

@@ -33,6 +33,7 @@ impl ApiError {
             ApiError::Scheduler(e) => match e {
                 SchedulerError::InvalidName { .. } | SchedulerError::InvalidSetting { .. } => StatusCode::BAD_REQUEST,
                 SchedulerError::Deploy(DeployError::Cache(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+                SchedulerError::Deploy(DeployError::Capacity(_)) => StatusCode::SERVICE_UNAVAILABLE,
                 SchedulerError::Deploy(_) => StatusCode::BAD_REQUEST,
                 SchedulerError::NotFound(_) => StatusCode::NOT_FOUND,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -26,7 +26,7 @@ pub struct CacheStats {
 impl CompileCache {
     pub(crate) fn open(dir: &Path, engine: &Engine) -> Result<Self, RuntimeError> {
         std::fs::create_dir_all(dir)
-            .map_err(|source| RuntimeError::CacheDir { path: dir.to_owned(), source })?;
+            .map_err(|error| RuntimeError::CacheDir { path: dir.to_owned(), error })?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
@@ -64,9 +64,13 @@ impl CompileCache {
     }
 }
 
-/// Writes through a temporary file and a rename so a crash never leaves a torn entry.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+/// Writes through a temporary file and a rename so a crash never leaves a torn entry. The
+/// temporary name is unique per call: concurrent deploys of the same bytes each write their own
+/// and the last rename wins with identical content.
+pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(data)?;
     file.sync_all()?;

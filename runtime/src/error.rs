@@ -5,8 +5,8 @@ use std::time::Duration;
 pub enum RuntimeError {
     #[error("configuring the wasmtime engine: {0}")]
     Engine(String),
-    #[error("compile cache directory {path}: {source}")]
-    CacheDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("compile cache directory {path}: {error}")]
+    CacheDir { path: std::path::PathBuf, error: std::io::Error },
 }
 
 /// Why a component could not be deployed. Messages are shown to users as-is.
@@ -29,6 +29,8 @@ pub enum DeployError {
     Link(String),
     #[error("component failed to instantiate: {0}")]
     Instantiate(String),
+    #[error("node is out of instance capacity: {0}")]
+    Capacity(String),
     #[error("memory limit {requested} bytes exceeds this node's maximum of {max} bytes")]
     MemoryTooLarge { requested: u64, max: u64 },
     #[error("writing compiled component to the cache: {0}")]

@@ -3,7 +3,7 @@
 //! exactly one usage record whatever happens (including the caller going away).
 
 use crate::host::Host;
-use crate::pool::{PoolInner, Ready, Revision};
+use crate::pool::{InstantiateError, PoolInner, Ready, Revision};
 use crate::{InvokeError, Outcome, UsageRecord};
 use bytes::Bytes;
 use http_body::Body;
@@ -85,7 +85,10 @@ where
     if parts.uri.authority().is_none() && !parts.headers.contains_key(http::header::HOST) {
         parts.headers.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
     }
-    let (ready, cold) = pool.take().await.map_err(InvokeError::Capacity)?;
+    let (ready, cold) = pool.take().await.map_err(|e| match e {
+        InstantiateError::Capacity(m) => InvokeError::Capacity(m),
+        InstantiateError::Component(m) => InvokeError::Guest(format!("instantiating: {m}")),
+    })?;
     meter.record.cold = cold;
     let (result, peak) = run(pool, ready, http::Request::from_parts(parts, Full::new(body))).await;
     meter.record.peak_memory_bytes = peak;

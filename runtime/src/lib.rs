@@ -14,7 +14,7 @@ mod pool;
 mod usage;
 mod validate;
 
-pub use cache::CacheStats;
+pub use cache::{CacheStats, write_atomically};
 pub use config::{Limits, RuntimeConfig};
 pub use engine::{Compiled, Runtime};
 pub use error::{DeployError, InvokeError, RuntimeError};

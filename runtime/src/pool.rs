@@ -5,7 +5,7 @@
 use crate::engine::{Compiled, Shared};
 use crate::host::{DenyOutbound, Host, MemoryMeter};
 use crate::logs::LogStream;
-use crate::{Limits, LogBuffer};
+use crate::{DeployError, Limits, LogBuffer};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -142,9 +142,12 @@ impl Revision {
     /// Takes one instance as a request would (from the pool, or instantiated on demand when
     /// the pool is empty: `cold`) and releases it unused: proves the revision can instantiate
     /// (deploys check this) and times the take (benchmarks).
-    pub async fn probe_take(&self) -> Result<(Duration, bool), String> {
+    pub async fn probe_take(&self) -> Result<(Duration, bool), DeployError> {
         let started = Instant::now();
-        let (ready, cold) = self.inner.take().await?;
+        let (ready, cold) = self.inner.take().await.map_err(|e| match e {
+            InstantiateError::Capacity(m) => DeployError::Capacity(m),
+            InstantiateError::Component(m) => DeployError::Instantiate(m),
+        })?;
         let elapsed = started.elapsed();
         self.inner.reap(ready.store);
         Ok((elapsed, cold))
@@ -169,7 +172,7 @@ impl PoolInner {
     }
 
     /// A ready instance, or a fresh one when the pool is empty (`cold` = true).
-    pub(crate) async fn take(&self) -> Result<(Ready, bool), String> {
+    pub(crate) async fn take(&self) -> Result<(Ready, bool), InstantiateError> {
         let (popped, left) = {
             let mut ready = self.ready.lock().unwrap();
             let popped = ready.pop();
@@ -196,7 +199,7 @@ impl PoolInner {
         }
     }
 
-    async fn instantiate(&self) -> Result<Ready, String> {
+    async fn instantiate(&self) -> Result<Ready, InstantiateError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(LogStream(self.logs.clone())).stderr(LogStream(self.logs.clone())).arg(&*self.id.function);
         let host = Host {
@@ -215,7 +218,7 @@ impl PoolInner {
             Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
         store.set_epoch_deadline(1);
-        let proxy = self.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
+        let proxy = self.pre.instantiate_async(&mut store).await.map_err(InstantiateError::from)?;
         Ok(Ready { store, proxy })
     }
 
@@ -266,6 +269,35 @@ pub(crate) struct InFlight<'a>(&'a PoolInner);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why an instance could not be created: the node ran out of something, or the component
+/// itself failed (a start function trapped, its memory is above its limit...).
+#[derive(Debug)]
+pub(crate) enum InstantiateError {
+    Capacity(String),
+    Component(String),
+}
+
+impl From<wasmtime::Error> for InstantiateError {
+    fn from(e: wasmtime::Error) -> Self {
+        let out_of_memory = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(12 /* ENOMEM */))
+        });
+        if out_of_memory || e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+            InstantiateError::Capacity(format!("{e:#}"))
+        } else {
+            InstantiateError::Component(format!("{e:#}"))
+        }
+    }
+}
+
+impl std::fmt::Display for InstantiateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InstantiateError::Capacity(m) | InstantiateError::Component(m) => f.write_str(m),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::SchedulerError;
 use crate::store::open_connection;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -81,7 +81,7 @@ fn write_batch(conn: &mut Connection, batch: &[UsageRecord]) -> rusqlite::Result
     if batch.is_empty() {
         return Ok(());
     }
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO usage (function, revision, start_ms, wall_us, cold, peak_memory_bytes, outcome,

@@ -26,7 +26,7 @@ pub enum SchedulerError {
     InvalidName { name: String, reason: String },
     #[error("invalid setting `{field}`: {message}")]
     InvalidSetting { field: String, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Deploy(#[from] DeployError),
     #[error("function {0:?} not found")]
     NotFound(String),
@@ -36,7 +36,7 @@ pub enum SchedulerError {
     Io(#[from] std::io::Error),
     #[error("store: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("starting the runtime: {0}")]
+    #[error(transparent)]
     Runtime(#[from] wisp_runtime::RuntimeError),
 }
 
@@ -150,7 +150,7 @@ impl Scheduler {
         // (say, its initial memory is above `memory`) is refused now rather than on every request.
         let probe = RevisionId { function: name.into(), revision: 0 };
         let logs = LogBuffer::new(0);
-        self.inner.runtime.revision(probe, compiled.clone(), settings.limits(), logs).probe_take().await.map_err(DeployError::Instantiate)?;
+        self.inner.runtime.revision(probe, compiled.clone(), settings.limits(), logs).probe_take().await?;
 
         let _admin = self.inner.admin.lock().await;
         let inner = self.inner.clone();

@@ -3,8 +3,7 @@
 
 use crate::model::{RevisionView, Settings};
 use crate::SchedulerError;
-use rusqlite::{Connection, OptionalExtension, params};
-use std::io::Write;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -55,6 +54,8 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE INDEX IF NOT EXISTS usage_function ON usage (function, id);
 ";
 
+/// Writers take the lock up front (`BEGIN IMMEDIATE`): a deferred transaction that read first
+/// gets SQLITE_BUSY without waiting when the ledger committed in between.
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, SchedulerError> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -87,11 +88,7 @@ impl Store {
         if path.exists() {
             return Ok(());
         }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        wisp_runtime::write_atomically(&path, bytes)?;
         std::fs::File::open(&self.components)?.sync_all()?;
         Ok(())
     }
@@ -114,7 +111,7 @@ impl Store {
         created_at_ms: u64,
     ) -> Result<u64, SchedulerError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let last: Option<u64> =
             tx.query_row("SELECT MAX(revision) FROM revisions WHERE function = ?1", [function], |r| r.get(0))?;
         let revision = last.unwrap_or(0) + 1;
@@ -179,7 +176,7 @@ impl Store {
     /// Removes a function and its revisions; its usage records stay for billing.
     pub(crate) fn delete_function(&self, function: &str) -> Result<bool, SchedulerError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existed = tx.query_row("SELECT 1 FROM functions WHERE name = ?1", [function], |_| Ok(())).optional()?;
         tx.execute("DELETE FROM functions WHERE name = ?1", [function])?;
         tx.execute("DELETE FROM revisions WHERE function = ?1", [function])?;

@@ -128,3 +128,37 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert_eq!(node.function("hello")["revision"], 1);
     assert_eq!(node.get("/fn/hello").status, 200);
 }
+
+#[test]
+fn concurrent_first_deploys_of_the_same_component_all_succeed() {
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &[]);
+    let url = node.url.clone();
+    let deploys: Vec<_> = (0..6)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || request("POST", &format!("{url}/v1/functions/copy-{i}"), Some(&wasm("echo")), &[]))
+        })
+        .collect();
+    for d in deploys {
+        let r = d.join().unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    assert_eq!(node.get("/fn/copy-5/x").json()["path"], "/x");
+}
+
+#[test]
+fn a_node_out_of_instance_slots_answers_503_and_changes_nothing() {
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &["--pool-instances", "2"]);
+    node.deploy("a", "hello", "");
+    node.deploy("b", "hello", "");
+    node.wait_for(std::time::Duration::from_secs(10), "both warm", |n| {
+        n.function("a")["ready_instances"] == 1 && n.function("b")["ready_instances"] == 1
+    });
+    let full = node.post("/v1/functions/c", &wasm("hello"));
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert!(full.error().contains("out of instance capacity"), "{}", full.body);
+    assert_eq!(node.get("/fn/c").status, 404);
+    assert_eq!(node.get("/fn/a").status, 200);
+}

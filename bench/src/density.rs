@@ -303,9 +303,8 @@ struct Deployed {
 /// Deploys `{prefix}{from}..{prefix}{n-1}` over `conns` connections. Stops early after
 /// repeated failures.
 ///
-/// The first deploy goes alone: concurrent first deploys of the same new bytes race in the
-/// node's compile cache (each compiles, then they collide on one temporary file name) and some
-/// fail with "writing compiled component to the cache: No such file or directory".
+/// The first deploy goes alone: it compiles the component, which the rest then share, so the
+/// deploy rate measures deploys rather than one compile raced by many.
 async fn deploy_many(
     addr: SocketAddr,
     prefix: &str,

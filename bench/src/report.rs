@@ -145,7 +145,7 @@ pub fn markdown(r: &Report) -> String {
         s,
         "{} alternating round(s) per target and connection count, {:.1} s measured after {:.1} s warm-up each; \
          latencies merged over the rounds. Wisp at `/fn/hello` (`wisp up --deploy-dir`, defaults: `min_warm=1`, \
-         `--max-ready 32`), `wasmtime serve -S cli` at `/`. Load generator: one thread. CPU in % of one core over the \
+         `--max-ready 64`), `wasmtime serve -S cli` at `/`. Load generator: one thread. CPU in % of one core over the \
          measured window: bench = the load generator, server = the process under test, other = everything else on \
          the machine (noise; the bench shares the machine).\n",
         w.rounds, w.duration_s, w.warmup_s

@@ -2,14 +2,14 @@
 //! `incoming-handler` under the deadline, buffer the response within its limit, and emit
 //! exactly one usage record whatever happens (including the caller going away).
 
-use crate::host::Host;
 use crate::pool::{InstantiateError, PoolInner, Ready, Revision};
 use crate::{InvokeError, Outcome, UsageRecord};
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wasmtime::{Store, Trap};
+use wasmtime::Trap;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 
@@ -149,13 +149,16 @@ async fn run(pool: &PoolInner, ready: Ready, req: http::Request<Full<Bytes>>) ->
         Ok((Err(e), _)) => Err(classify(e, refused, limits.memory_bytes, limits.timeout)),
         Ok((Ok(()), Some(response))) => response,
         Ok((Ok(()), None)) => {
-            // The handler returned first. Dropping its store closes whatever it left open,
-            // so the response side finishes with what the guest produced.
-            pool.reap(store);
-            return (
-                tokio::time::timeout(limits.timeout, response).await.unwrap_or(Err(InvokeError::Timeout(limits.timeout))),
-                peak,
-            );
+            // The handler returned first; usually it finished its body, so the response is
+            // complete now. If it left the body open, dropping its store closes it.
+            let now = std::future::poll_fn(|cx| Poll::Ready(response.as_mut().poll(cx))).await;
+            if let Poll::Ready(result) = now {
+                pool.reap(store);
+                return (result, peak);
+            }
+            drop(store);
+            let late = tokio::time::timeout(limits.timeout, response).await;
+            return (late.unwrap_or(Err(InvokeError::Timeout(limits.timeout))), peak);
         }
     };
     pool.reap(store);
@@ -235,9 +238,4 @@ impl Drop for Meter<'_> {
             self.send(self.started.elapsed());
         }
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send(store: Store<Host>) -> impl Send {
-    store
 }

@@ -53,6 +53,32 @@ fn the_cli_deploys_invokes_and_inspects() {
 }
 
 #[test]
+fn every_example_deploys_and_answers_through_the_cli() {
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &[]);
+    let expected = [
+        ("hello", "", "Hello from Wisp!"),
+        ("echo", "/x?y=1", "\"path\":\"/x\""),
+        ("fib", "/?n=10", "\"fib\":55"),
+        ("misbehave", "/?mode=status&code=200", ""),
+        ("rawhello", "", "plain wasi:http component"),
+    ];
+    for (name, path, needle) in expected {
+        let file = functions_dir().join(format!("{name}.wasm"));
+        stdout(&wisp(&node, &["deploy", name, file.to_str().unwrap()]));
+        let mut args = vec!["invoke", name];
+        if !path.is_empty() {
+            args.extend(["--path", path]);
+        }
+        let body = stdout(&wisp(&node, &args));
+        assert!(body.contains(needle), "{name}: {body}");
+    }
+    let failing = wisp(&node, &["invoke", "misbehave", "--path", "/?mode=trap"]);
+    assert!(!failing.status.success());
+    assert!(String::from_utf8_lossy(&failing.stderr).contains("function trapped"));
+}
+
+#[test]
 fn wisp_up_deploys_a_directory_of_components() {
     let dir = tempdir();
     let node = Node::start(dir.path(), &["--deploy-dir", functions_dir().to_str().unwrap()]);

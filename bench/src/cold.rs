@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ColdReport {
     pub status: String,
     /// First requests sent (one per function).
@@ -38,26 +38,17 @@ pub struct ColdReport {
     pub p99_vs_warm_p50: Option<f64>,
 }
 
+impl ColdReport {
+    /// An empty report for `plan` with `status` ("ok" before running, or why it did not run).
+    pub fn new(plan: &Plan, status: &str) -> Self {
+        Self { status: status.into(), functions: plan.cold_functions, ..Self::default() }
+    }
+}
+
 pub fn run(plan: &Plan, wisp: &Target, wasm: &Bytes, warm_p50_us: Option<f64>) -> ColdReport {
     // `wisp.path` is the warm hello, the control.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    let mut report = ColdReport {
-        status: "ok".into(),
-        requests: 0,
-        functions: plan.cold_functions,
-        deploy_s: 0.0,
-        verified_cold: 0,
-        all_cold: false,
-        non_2xx: 0,
-        latency: Latency::default(),
-        second: Latency::default(),
-        second_cold: 0,
-        warm_control: Latency::default(),
-        samples_us: Vec::new(),
-        warm_p50_us,
-        p50_vs_warm_p50: None,
-        p99_vs_warm_p50: None,
-    };
+    let mut report = ColdReport { warm_p50_us, ..ColdReport::new(plan, "ok") };
     if let Err(e) = rt.block_on(run_async(plan, wisp, wasm, &mut report)) {
         report.status = format!("failed: {e:#}");
     }

@@ -303,10 +303,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         log("scenario 2: cold");
         match &wisp_target {
             Some(t) => cold::run(&plan, t, &wasm, warm_p50_1),
-            None => skipped_cold(&plan, "failed: no wisp node"),
+            None => cold::ColdReport::new(&plan, "failed: no wisp node"),
         }
     } else {
-        skipped_cold(&plan, "skipped: not selected")
+        cold::ColdReport::new(&plan, "skipped: not selected")
     };
 
     // Collect server-side evidence, then stop every server before the in-process scenarios.
@@ -516,26 +516,6 @@ fn dir_size(path: &Path) -> u64 {
 
 fn report_f1(x: f64) -> String {
     format!("{x:.1}")
-}
-
-fn skipped_cold(plan: &Plan, status: &str) -> cold::ColdReport {
-    cold::ColdReport {
-        status: status.into(),
-        requests: 0,
-        functions: plan.cold_functions,
-        deploy_s: 0.0,
-        verified_cold: 0,
-        all_cold: false,
-        non_2xx: 0,
-        latency: Default::default(),
-        second: Default::default(),
-        second_cold: 0,
-        warm_control: Default::default(),
-        samples_us: Vec::new(),
-        warm_p50_us: None,
-        p50_vs_warm_p50: None,
-        p99_vs_warm_p50: None,
-    }
 }
 
 /// Observations worth a reader's attention, derived from the numbers.

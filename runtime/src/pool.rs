@@ -97,18 +97,6 @@ impl Revision {
         Self { inner }
     }
 
-    pub fn id(&self) -> &RevisionId {
-        &self.inner.id
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.inner.limits
-    }
-
-    pub fn logs(&self) -> &Arc<LogBuffer> {
-        &self.inner.logs
-    }
-
     /// Sets how many ready instances the pool keeps; extra ones are dropped at once.
     pub fn set_target(&self, target: usize) {
         let inner = &self.inner;

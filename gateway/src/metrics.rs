@@ -109,6 +109,16 @@ impl Metrics {
         out.push_str("# HELP wisp_compile_cache_misses_total Components compiled because the cache had none.\n");
         out.push_str("# TYPE wisp_compile_cache_misses_total counter\n");
         let _ = writeln!(out, "wisp_compile_cache_misses_total {}", cache.misses);
+        let pool = scheduler.runtime().pool_usage();
+        out.push_str("# HELP wisp_pool_instances Component instances allocated in the pool (ready, running, awaiting reset).\n");
+        out.push_str("# TYPE wisp_pool_instances gauge\n");
+        let _ = writeln!(out, "wisp_pool_instances {}", pool.component_instances);
+        out.push_str("# HELP wisp_pool_instances_limit The pool's capacity (--pool-instances).\n");
+        out.push_str("# TYPE wisp_pool_instances_limit gauge\n");
+        let _ = writeln!(out, "wisp_pool_instances_limit {}", pool.component_instances_limit);
+        out.push_str("# HELP wisp_pool_unused_memory_resident_bytes Memory kept resident in free pool slots.\n");
+        out.push_str("# TYPE wisp_pool_unused_memory_resident_bytes gauge\n");
+        let _ = writeln!(out, "wisp_pool_unused_memory_resident_bytes {}", pool.unused_memory_bytes_resident);
         out.push_str("# HELP wisp_requests_shed_total Requests refused with 429 because the node was at its concurrency limit.\n");
         out.push_str("# TYPE wisp_requests_shed_total counter\n");
         let _ = writeln!(out, "wisp_requests_shed_total {}", self.shed.load(Relaxed));

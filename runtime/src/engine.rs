@@ -27,6 +27,16 @@ pub struct Runtime {
     cache: Arc<CompileCache>,
 }
 
+/// How full the node's instance pool is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Component instances allocated now: ready, running, and finished but not yet reset.
+    pub component_instances: u64,
+    pub component_instances_limit: u32,
+    /// Memory kept resident in free slots by keep-resident resets.
+    pub unused_memory_bytes_resident: usize,
+}
+
 /// A validated, compiled component with its imports resolved: instantiation is all that is left.
 #[derive(Clone)]
 pub struct Compiled {
@@ -59,6 +69,16 @@ impl Runtime {
 
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    /// Pool slots in use against the limit (`--pool-instances`), for capacity metrics.
+    pub fn pool_usage(&self) -> PoolUsage {
+        let metrics = self.shared.engine.pooling_allocator_metrics();
+        PoolUsage {
+            component_instances: metrics.as_ref().map_or(0, |m| m.component_instances()),
+            component_instances_limit: self.shared.config.pool_instances,
+            unused_memory_bytes_resident: metrics.as_ref().map_or(0, |m| m.unused_memory_bytes_resident()),
+        }
     }
 
     /// Validates and compiles (or loads from the cache) a component. `content_hash` is the

@@ -16,7 +16,7 @@ mod validate;
 
 pub use cache::{CacheStats, write_atomically};
 pub use config::{Limits, RuntimeConfig};
-pub use engine::{Compiled, Runtime};
+pub use engine::{Compiled, PoolUsage, Runtime};
 pub use error::{DeployError, InvokeError, RuntimeError};
 pub use invoke::Invoked;
 pub use logs::LogBuffer;

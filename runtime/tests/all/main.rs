@@ -115,6 +115,14 @@ async fn every_invocation_yields_exactly_one_record_even_when_cancelled() {
         assert_eq!(rev.invoke(get("/?mode=trap")).await.outcome, Outcome::Trap);
     }
     assert_eq!(rev.invoke(get("/?mode=status&code=201")).await.result.unwrap().status(), 201);
+    // Every slot a finished invocation used is returned: only the ready instances hold one.
+    for _ in 0..500 {
+        if f.runtime.pool_usage().component_instances == rev.stats().ready as u64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("pool slots leaked: {:?} in use, {:?}", f.runtime.pool_usage(), rev.stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

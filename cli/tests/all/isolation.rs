@@ -27,6 +27,10 @@ fn a_misbehaving_function_hurts_only_its_own_invocation() {
     let looped = looping.join().unwrap();
     assert_eq!(looped.status, 504);
     assert!(looped.error().contains("timed out after 1s"), "{}", looped.body);
+    // A guest blocked in the host (not running wasm, so no epoch check) is timed out too.
+    let slept = node.get("/fn/bad?mode=sleep");
+    assert_eq!(slept.status, 504, "{}", slept.body);
+    assert_eq!(node.get("/fn/bad?mode=sleep&ms=10").body, "slept\n");
 
     // Many failures in a row on a 12-slot pool: slots always come back.
     for _ in 0..40 {
@@ -37,7 +41,7 @@ fn a_misbehaving_function_hurts_only_its_own_invocation() {
     assert_eq!(panicked.status, 500);
     assert_eq!(node.metric("wisp_invocations_total{function=\"bad\",outcome=\"trap\"}"), 42.0);
     assert_eq!(node.metric("wisp_invocations_total{function=\"bad\",outcome=\"memory\"}"), 1.0);
-    assert_eq!(node.metric("wisp_invocations_total{function=\"bad\",outcome=\"timeout\"}"), 1.0);
+    assert_eq!(node.metric("wisp_invocations_total{function=\"bad\",outcome=\"timeout\"}"), 2.0);
     node.wait_for(std::time::Duration::from_secs(10), "pools to refill", |n| {
         n.function("hello")["ready_instances"] == 1 && n.function("bad")["ready_instances"].as_u64() >= Some(1)
     });

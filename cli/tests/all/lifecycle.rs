@@ -26,6 +26,12 @@ fn a_restart_keeps_functions_and_loads_them_from_the_compile_cache() {
     assert_eq!(node.get("/fn/echo/x").json()["path"], "/x");
     node.wait_for(Duration::from_secs(10), "min_warm=2 ready instances", |n| n.function("hello")["ready_instances"] == 2);
 
+    // A crash (SIGKILL, no shutdown) loses nothing that was acknowledged.
+    node.deploy("crash", "hello", "");
+    drop(node);
+    let node = Node::start(dir.path(), &[]);
+    assert_eq!(node.get("/fn/crash").body, "Hello from Wisp!\n");
+
     let deleted = node.delete("/v1/functions/echo");
     assert_eq!((deleted.status, deleted.json()["deleted"].as_str()), (200, Some("echo")));
     assert_eq!(node.get("/fn/echo").status, 404);

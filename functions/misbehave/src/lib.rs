@@ -4,6 +4,7 @@
 //! - `trap`   — executes `unreachable` (a wasm trap, no panic message)
 //! - `panic`  — panics (message on stderr, then trap)
 //! - `loop`   — spins forever, never returns
+//! - `sleep`  — blocks in the host (a wasi:clocks wait) for `?ms=` (default one hour)
 //! - `oom`    — allocates and touches 1 MiB chunks until allocation fails (→ trap)
 //! - `log`    — one line to stdout, one to stderr, then 200 "logged\n"
 //! - `status` — responds with `?code=` (default 503)
@@ -15,13 +16,20 @@ use std::hint::black_box;
 
 use wisp_sdk::{Request, Response};
 
-const MODES: &str = "trap, panic, loop, oom, log, status, big";
+const MODES: &str = "trap, panic, loop, sleep, oom, log, status, big";
 
 fn handle(req: Request) -> Response {
     match req.query_param("mode").as_deref() {
         Some("trap") => trap(),
         Some("panic") => panic!("misbehave: panic requested"),
         Some("loop") => spin(),
+        Some("sleep") => match parse_param(&req, "ms", 3_600_000u64) {
+            Ok(ms) => {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Response::text("slept\n")
+            }
+            Err(()) => bad_request("ms must be a non-negative integer"),
+        },
         Some("oom") => oom(),
         Some("log") => {
             println!("misbehave: stdout line");

@@ -54,74 +54,75 @@ impl Metrics {
         let mut names: Vec<&Arc<str>> = functions.keys().collect();
         names.sort();
 
-        out.push_str("# HELP wisp_invocations_total Function invocations by outcome.\n");
-        out.push_str("# TYPE wisp_invocations_total counter\n");
+        header(&mut out, "wisp_invocations_total", "counter", "Function invocations by outcome.");
         for name in &names {
             for (i, outcome) in Outcome::ALL.iter().enumerate() {
                 let n = functions[*name].outcomes[i].load(Relaxed);
                 let _ = writeln!(out, "wisp_invocations_total{{function=\"{name}\",outcome=\"{}\"}} {n}", outcome.as_str());
             }
         }
-        out.push_str("# HELP wisp_cold_starts_total Invocations that had to instantiate on demand.\n");
-        out.push_str("# TYPE wisp_cold_starts_total counter\n");
+        header(&mut out, "wisp_cold_starts_total", "counter", "Invocations that had to instantiate on demand.");
         for name in &names {
             let _ = writeln!(out, "wisp_cold_starts_total{{function=\"{name}\"}} {}", functions[*name].cold_starts.load(Relaxed));
         }
-        out.push_str("# HELP wisp_invocation_duration_seconds Wall time of invocations, gateway excluded.\n");
-        out.push_str("# TYPE wisp_invocation_duration_seconds histogram\n");
+        let histogram = "wisp_invocation_duration_seconds";
+        header(&mut out, histogram, "histogram", "Wall time of invocations, gateway excluded.");
         for name in &names {
             let m = &functions[*name];
             let mut cumulative = 0;
             for (i, le) in BUCKETS_US.iter().enumerate() {
                 cumulative += m.buckets[i].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "wisp_invocation_duration_seconds_bucket{{function=\"{name}\",le=\"{}\"}} {cumulative}",
-                    *le as f64 / 1e6
-                );
+                let _ = writeln!(out, "{histogram}_bucket{{function=\"{name}\",le=\"{}\"}} {cumulative}", *le as f64 / 1e6);
             }
             let count = m.count.load(Relaxed);
-            let _ = writeln!(out, "wisp_invocation_duration_seconds_bucket{{function=\"{name}\",le=\"+Inf\"}} {count}");
-            let _ = writeln!(
-                out,
-                "wisp_invocation_duration_seconds_sum{{function=\"{name}\"}} {}",
-                m.sum_us.load(Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(out, "wisp_invocation_duration_seconds_count{{function=\"{name}\"}} {count}");
+            let _ = writeln!(out, "{histogram}_bucket{{function=\"{name}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "{histogram}_sum{{function=\"{name}\"}} {}", m.sum_us.load(Relaxed) as f64 / 1e6);
+            let _ = writeln!(out, "{histogram}_count{{function=\"{name}\"}} {count}");
         }
         drop(functions);
 
         let deployed = scheduler.list();
-        out.push_str("# HELP wisp_ready_instances Pre-instantiated instances waiting for a request.\n");
-        out.push_str("# TYPE wisp_ready_instances gauge\n");
+        header(&mut out, "wisp_ready_instances", "gauge", "Pre-instantiated instances waiting for a request.");
         for f in &deployed {
             let _ = writeln!(out, "wisp_ready_instances{{function=\"{}\"}} {}", f.name, f.ready_instances);
         }
-        out.push_str("# HELP wisp_in_flight Invocations running now.\n");
-        out.push_str("# TYPE wisp_in_flight gauge\n");
+        header(&mut out, "wisp_in_flight", "gauge", "Invocations running now.");
         for f in &deployed {
             let _ = writeln!(out, "wisp_in_flight{{function=\"{}\"}} {}", f.name, f.in_flight);
         }
         let cache = scheduler.cache_stats();
-        out.push_str("# HELP wisp_compile_cache_hits_total Components loaded from the compile cache.\n");
-        out.push_str("# TYPE wisp_compile_cache_hits_total counter\n");
-        let _ = writeln!(out, "wisp_compile_cache_hits_total {}", cache.hits);
-        out.push_str("# HELP wisp_compile_cache_misses_total Components compiled because the cache had none.\n");
-        out.push_str("# TYPE wisp_compile_cache_misses_total counter\n");
-        let _ = writeln!(out, "wisp_compile_cache_misses_total {}", cache.misses);
         let pool = scheduler.runtime().pool_usage();
-        out.push_str("# HELP wisp_pool_instances Component instances allocated in the pool (ready, running, awaiting reset).\n");
-        out.push_str("# TYPE wisp_pool_instances gauge\n");
-        let _ = writeln!(out, "wisp_pool_instances {}", pool.component_instances);
-        out.push_str("# HELP wisp_pool_instances_limit The pool's capacity (--pool-instances).\n");
-        out.push_str("# TYPE wisp_pool_instances_limit gauge\n");
-        let _ = writeln!(out, "wisp_pool_instances_limit {}", pool.component_instances_limit);
-        out.push_str("# HELP wisp_pool_unused_memory_resident_bytes Memory kept resident in free pool slots.\n");
-        out.push_str("# TYPE wisp_pool_unused_memory_resident_bytes gauge\n");
-        let _ = writeln!(out, "wisp_pool_unused_memory_resident_bytes {}", pool.unused_memory_bytes_resident);
-        out.push_str("# HELP wisp_requests_shed_total Requests refused with 429 because the node was at its concurrency limit.\n");
-        out.push_str("# TYPE wisp_requests_shed_total counter\n");
-        let _ = writeln!(out, "wisp_requests_shed_total {}", self.shed.load(Relaxed));
+        let node_wide: [(&str, &str, &str, u64); 6] = [
+            ("wisp_compile_cache_hits_total", "counter", "Components loaded from the compile cache.", cache.hits),
+            ("wisp_compile_cache_misses_total", "counter", "Components compiled because the cache had none.", cache.misses),
+            (
+                "wisp_pool_instances",
+                "gauge",
+                "Component instances allocated in the pool (ready, running, awaiting reset).",
+                pool.component_instances,
+            ),
+            ("wisp_pool_instances_limit", "gauge", "The pool's capacity (--pool-instances).", pool.component_instances_limit.into()),
+            (
+                "wisp_pool_unused_memory_resident_bytes",
+                "gauge",
+                "Memory kept resident in free pool slots.",
+                pool.unused_memory_bytes_resident as u64,
+            ),
+            (
+                "wisp_requests_shed_total",
+                "counter",
+                "Requests refused with 429 because the node was at its concurrency limit.",
+                self.shed.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in node_wide {
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
         out
     }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }

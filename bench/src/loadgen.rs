@@ -131,6 +131,34 @@ impl WorkerOut {
         Self { hist: new_hist(), requests: 0, answered: 0, errors: 0, non_2xx: 0, first_error: None }
     }
 
+    /// Sends one request and records it, timed from `since`, if `since` is in the measured
+    /// window. After an error, reconnects; returns false if that failed too.
+    async fn send(&mut self, conn: &mut Conn, addr: SocketAddr, path: &str, since: Instant, measure_start: Instant) -> bool {
+        match conn.get(path).await {
+            Ok((status, _)) => {
+                self.answered += 1;
+                if since >= measure_start {
+                    self.hist.saturating_record(since.elapsed().as_nanos() as u64);
+                    self.requests += 1;
+                    if !status.is_success() {
+                        self.non_2xx += 1;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                self.error(format!("{e:#}"));
+                match Conn::connect(addr).await {
+                    Ok(c) => {
+                        *conn = c;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+
     fn error(&mut self, e: impl std::fmt::Display) {
         self.errors += 1;
         if self.first_error.is_none() {
@@ -272,24 +300,8 @@ async fn closed_worker(
         if t0 >= end {
             break;
         }
-        match conn.get(&path).await {
-            Ok((status, _)) => {
-                out.answered += 1;
-                if t0 >= measure_start {
-                    out.hist.saturating_record(t0.elapsed().as_nanos() as u64);
-                    out.requests += 1;
-                    if !status.is_success() {
-                        out.non_2xx += 1;
-                    }
-                }
-            }
-            Err(e) => {
-                out.error(format!("{e:#}"));
-                match Conn::connect(addr).await {
-                    Ok(c) => conn = c,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                }
-            }
+        if !out.send(&mut conn, addr, &path, t0, measure_start).await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     out
@@ -312,24 +324,7 @@ async fn open_worker(
         permit.forget();
         let i = next.fetch_add(1, Ordering::Relaxed);
         let intended = start + interval.mul_f64(i as f64);
-        match conn.get(&path).await {
-            Ok((status, _)) => {
-                out.answered += 1;
-                if intended >= measure_start {
-                    out.hist.saturating_record(intended.elapsed().as_nanos() as u64);
-                    out.requests += 1;
-                    if !status.is_success() {
-                        out.non_2xx += 1;
-                    }
-                }
-            }
-            Err(e) => {
-                out.error(format!("{e:#}"));
-                if let Ok(c) = Conn::connect(addr).await {
-                    conn = c;
-                }
-            }
-        }
+        out.send(&mut conn, addr, &path, intended, measure_start).await;
     }
     out
 }

@@ -1,24 +1,25 @@
-//! The per-node WebAssembly runtime: one wasmtime engine with the pooling allocator, a compile
-//! cache on disk, and per-revision pools of pre-instantiated `wasi:http/incoming-handler`
-//! instances. It knows nothing of routing or triggers: it takes an HTTP request for a revision
-//! and gives back a response plus exactly one usage record.
+//! The per-node workload runtime. A live revision is a [`Workload`]: something that takes an HTTP
+//! request and gives back a response, keeps a target number of instances ready, and reports
+//! its stats. The WebAssembly implementation ([`wasm`]: one wasmtime engine with the pooling
+//! allocator, a compile cache on disk, per-revision pools of pre-instantiated
+//! `wasi:http/incoming-handler` instances) is the first; container replicas will be the second.
+//!
+//! The runtime knows nothing of routing, triggers or metering: callers (the scheduler) record
+//! what an invocation used from the [`Invoked`] it returns.
 
-mod cache;
-mod config;
-mod engine;
+#![warn(missing_docs)]
+
+mod body;
+mod budget;
 mod error;
-mod host;
-mod invoke;
+mod limits;
 mod logs;
-mod pool;
-mod usage;
-mod validate;
+pub mod wasm;
+mod workload;
 
-pub use cache::{CacheStats, write_atomically};
-pub use config::{Limits, RuntimeConfig};
-pub use engine::{Compiled, PoolUsage, Runtime};
-pub use error::{DeployError, InvokeError, RuntimeError};
-pub use invoke::Invoked;
+pub use body::{BodyError, declared_length, read_within};
+pub use budget::{MemoryBudget, MemoryCharge};
+pub use error::InvokeError;
+pub use limits::Limits;
 pub use logs::LogBuffer;
-pub use pool::{PoolStats, Revision, RevisionId};
-pub use usage::{Outcome, UsageRecord, UsageSink};
+pub use workload::{Invoked, Workload, WorkloadStats};

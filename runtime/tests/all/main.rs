@@ -1,13 +1,14 @@
 //! The runtime in-process, on real wasmtime with the example components: pools, limits and
-//! metering without the gateway in the way.
+//! the memory budget without the scheduler or the gateway in the way.
 
 use bytes::Bytes;
 use http_body_util::Full;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use wisp_runtime::{DeployError, Limits, LogBuffer, Outcome, Revision, RevisionId, Runtime, RuntimeConfig, UsageRecord, UsageSink};
+use wisp_runtime::wasm::{DeployError, InstancePool, PoolId, WasmConfig, WasmRuntime};
+use wisp_runtime::{InvokeError, Limits, LogBuffer, MemoryBudget, Workload};
 
 fn functions_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -26,117 +27,144 @@ fn functions_dir() -> &'static Path {
     })
 }
 
-#[derive(Default)]
-struct Collect(Mutex<Vec<UsageRecord>>);
-
-impl UsageSink for Collect {
-    fn record(&self, record: UsageRecord) {
-        self.0.lock().unwrap().push(record);
-    }
-}
-
 struct Fixture {
-    runtime: Runtime,
-    usage: Arc<Collect>,
+    runtime: WasmRuntime,
     _cache: tempfile::TempDir,
 }
 
-fn fixture() -> Fixture {
+fn fixture_with(budget: u64) -> Fixture {
     let cache = tempfile::tempdir().unwrap();
-    let usage = Arc::new(Collect::default());
-    let config = RuntimeConfig { pool_instances: 16, ..RuntimeConfig::default() };
-    let runtime = Runtime::new(config, cache.path(), usage.clone()).unwrap();
-    Fixture { runtime, usage, _cache: cache }
+    let config = WasmConfig { pool_instances: 16, ..WasmConfig::default() };
+    let runtime = WasmRuntime::new(config, cache.path(), MemoryBudget::new(budget)).unwrap();
+    Fixture { runtime, _cache: cache }
 }
 
-fn revision(f: &Fixture, name: &str, limits: Limits) -> Revision {
+fn fixture() -> Fixture {
+    fixture_with(u64::MAX)
+}
+
+fn pool(f: &Fixture, name: &str, limits: Limits) -> InstancePool {
     let bytes = std::fs::read(functions_dir().join(format!("{name}.wasm"))).unwrap();
     let compiled = f.runtime.compile(name, &bytes).unwrap();
-    f.runtime.revision(RevisionId { function: name.into(), revision: 1 }, compiled, limits, LogBuffer::new(4096))
+    f.runtime.pool(PoolId { function: name.into(), revision: 1 }, compiled, limits, Arc::new(LogBuffer::new(4096)))
 }
 
 fn get(path: &str) -> http::Request<Full<Bytes>> {
     http::Request::get(path).header("host", "test").body(Full::new(Bytes::new())).unwrap()
 }
 
-async fn wait_ready(rev: &Revision, n: usize) {
+async fn wait_ready(pool: &InstancePool, n: usize) {
     for _ in 0..500 {
-        if rev.stats().ready == n {
+        if pool.stats().ready == n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("pool never reached {n} ready instances: {:?}", rev.stats());
+    panic!("pool never reached {n} ready instances: {:?}", pool.stats());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_refill_and_requests_take_ready_instances() {
     let f = fixture();
-    let rev = revision(&f, "hello", Limits::default());
-    assert_eq!(rev.stats().ready, 0);
-    rev.set_target(3);
-    wait_ready(&rev, 3).await;
+    let pool = pool(&f, "hello", Limits::default());
+    assert_eq!(pool.stats().ready, 0);
+    pool.set_target(3);
+    wait_ready(&pool, 3).await;
 
-    let invoked = rev.invoke(get("/")).await;
+    let invoked = pool.invoke(get("/")).await;
     assert!(!invoked.cold, "served from the pool");
     assert_eq!(invoked.result.unwrap().body(), &Bytes::from_static(b"Hello from Wisp!\n"));
-    wait_ready(&rev, 3).await;
+    wait_ready(&pool, 3).await;
 
-    let (_, cold) = rev.probe_take().await.unwrap();
-    assert!(!cold);
-    rev.set_target(0);
-    assert_eq!(rev.stats().ready, 0, "lowering the target drops idle instances at once");
-    let (_, cold) = rev.probe_take().await.unwrap();
-    assert!(cold, "an empty pool instantiates on demand");
-    let invoked = rev.invoke(get("/")).await;
-    assert!(invoked.cold);
-    assert_eq!(invoked.outcome, Outcome::Ok);
+    pool.set_target(0);
+    assert_eq!(pool.stats().ready, 0, "lowering the target drops idle instances at once");
+    let invoked = pool.invoke(get("/")).await;
+    assert!(invoked.cold, "an empty pool instantiates on demand");
+    assert!(invoked.result.is_ok());
+    assert_eq!(pool.stats().cold_starts, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_invocation_yields_exactly_one_record_even_when_cancelled() {
+async fn failures_are_classified_and_every_slot_comes_back() {
     let f = fixture();
     let limits = Limits { timeout: Duration::from_secs(5), ..Limits::default() };
-    let rev = revision(&f, "misbehave", limits);
-    rev.set_target(1);
-    assert_eq!(rev.invoke(get("/?mode=log")).await.outcome, Outcome::Ok);
-    assert_eq!(rev.invoke(get("/?mode=trap")).await.outcome, Outcome::Trap);
-    // The caller gives up on an endless loop: still one record, marked cancelled.
-    let abandoned = tokio::time::timeout(Duration::from_millis(200), rev.invoke(get("/?mode=loop"))).await;
+    let pool = pool(&f, "misbehave", limits);
+    pool.set_target(1);
+    assert!(pool.invoke(get("/?mode=log")).await.result.is_ok());
+    assert!(matches!(pool.invoke(get("/?mode=trap")).await.result, Err(InvokeError::Trap(_))));
+    assert!(matches!(pool.invoke(get("/?mode=oom")).await.result, Err(InvokeError::Memory { .. })));
+    // The caller gives up on an endless loop: the instance is dropped with the future.
+    let abandoned = tokio::time::timeout(Duration::from_millis(200), pool.invoke(get("/?mode=loop"))).await;
     assert!(abandoned.is_err());
-    let records = f.usage.0.lock().unwrap().clone();
-    let outcomes: Vec<Outcome> = records.iter().map(|r| r.outcome).collect();
-    assert_eq!(outcomes, [Outcome::Ok, Outcome::Trap, Outcome::Cancelled]);
-    assert!(records.iter().all(|r| &*r.function == "misbehave" && r.revision == 1));
-    assert_eq!(records[0].status, 200);
-    assert_eq!(records[1].status, 500);
     // The abandoned instance's slot comes back: the 16-slot pool keeps serving.
     for _ in 0..40 {
-        assert_eq!(rev.invoke(get("/?mode=trap")).await.outcome, Outcome::Trap);
+        assert!(matches!(pool.invoke(get("/?mode=trap")).await.result, Err(InvokeError::Trap(_))));
     }
-    assert_eq!(rev.invoke(get("/?mode=status&code=201")).await.result.unwrap().status(), 201);
+    assert_eq!(pool.invoke(get("/?mode=status&code=201")).await.result.unwrap().status(), 201);
     // Every slot a finished invocation used is returned: only the ready instances hold one.
     for _ in 0..500 {
-        if f.runtime.pool_usage().component_instances == rev.stats().ready as u64 {
+        if f.runtime.pool_usage().component_instances == pool.stats().ready as u64 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("pool slots leaked: {:?} in use, {:?}", f.runtime.pool_usage(), rev.stats());
+    panic!("pool slots leaked: {:?} in use, {:?}", f.runtime.pool_usage(), pool.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deadline_covers_the_body_upload_and_the_late_response() {
+    let f = fixture();
+    let limits = Limits { timeout: Duration::from_millis(300), ..Limits::default() };
+    let pool = pool(&f, "echo", limits);
+    // A body that never finishes: the function's timeout ends the wait.
+    let (_sender, body) = http_body_util::channel::Channel::<Bytes>::new(1);
+    let req = http::Request::post("/").header("host", "t").body(body).unwrap();
+    let started = std::time::Instant::now();
+    let invoked = pool.invoke(req).await;
+    assert!(matches!(invoked.result, Err(InvokeError::Timeout(_))), "{:?}", invoked.result);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(pool.stats().cold_starts, 0, "no instance was taken for a request that never arrived");
+
+    // A guest blocked in a host call is cut off at the same deadline, not twice it.
+    let pool = self::pool(&f, "misbehave", limits);
+    let started = std::time::Instant::now();
+    let invoked = pool.invoke(get("/?mode=sleep&ms=60000")).await;
+    assert!(matches!(invoked.result, Err(InvokeError::Timeout(_))), "{:?}", invoked.result);
+    assert!(started.elapsed() < Duration::from_millis(3000), "took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_memory_budget_refuses_growth_and_is_given_back() {
+    // Enough for a few small instances, not for one that hoards memory.
+    let f = fixture_with(48 << 20);
+    let limits = Limits { timeout: Duration::from_secs(10), ..Limits::default() };
+    let bomb = pool(&f, "misbehave", limits);
+    let invoked = bomb.invoke(get("/?mode=oom")).await;
+    assert!(matches!(invoked.result, Err(InvokeError::MemoryBudget { .. })), "{:?}", invoked.result);
+    // Its memory went back to the budget: a normal function still runs.
+    let hello = pool(&f, "hello", Limits::default());
+    assert!(hello.invoke(get("/")).await.result.is_ok());
+    for _ in 0..500 {
+        if f.runtime.memory_budget().used() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("budget not given back: {} bytes still charged", f.runtime.memory_budget().used());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_limits_are_enforced_before_an_instance_is_taken() {
     let f = fixture();
     let limits = Limits { max_request_body: 10, ..Limits::default() };
-    let rev = revision(&f, "echo", limits);
+    let pool = pool(&f, "echo", limits);
     let big = http::Request::post("/").header("host", "t").body(Full::new(Bytes::from(vec![b'x'; 11]))).unwrap();
-    let invoked = rev.invoke(big).await;
-    assert_eq!(invoked.outcome, Outcome::Rejected);
-    assert_eq!(invoked.result.unwrap_err().status(), 413);
-    assert_eq!(rev.stats().cold_starts, 0, "no instance was taken");
-    let small = http::Request::post("/p").header("host", "t").body(Full::new(Bytes::from_static(b"0123456789"))).unwrap();
-    let body = rev.invoke(small).await.result.unwrap().into_body();
+    let invoked = pool.invoke(big).await;
+    assert!(matches!(invoked.result, Err(InvokeError::RequestTooLarge { limit: 10 })));
+    assert_eq!(pool.stats().cold_starts, 0, "no instance was taken");
+    let small =
+        http::Request::post("/p").header("host", "t").body(Full::new(Bytes::from_static(b"0123456789"))).unwrap();
+    let body = pool.invoke(small).await.result.unwrap().into_body();
     assert!(String::from_utf8_lossy(&body).contains("\"body_len\":10"));
 }
 

@@ -1,8 +1,10 @@
+//! Node-wide knobs of the Wasm runtime, named after `wasmtime serve`'s flags where it has one.
+
 use std::time::Duration;
 
-/// Node-wide runtime knobs, named after `wasmtime serve`'s pooling flags.
+/// Node-wide Wasm runtime knobs; each has a `wisp up` flag.
 #[derive(Debug, Clone)]
-pub struct RuntimeConfig {
+pub struct WasmConfig {
     /// Component instances the pooling allocator can hold at once (ready + running).
     pub pool_instances: u32,
     /// Largest linear memory any function may be granted (per-function limits must fit).
@@ -17,9 +19,16 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Bytes of guest stdout/stderr kept per function.
     pub log_buffer_bytes: usize,
+    /// Host resources (streams, fields, bodies...) one instance may hold at once
+    /// (`wasmtime serve -Smax-resources`).
+    pub max_resources: usize,
+    /// Largest total size of one `wasi:http` fields (headers) resource, in bytes.
+    pub max_field_size: usize,
+    /// Largest table (elements) an instance may grow.
+    pub max_table_elements: usize,
 }
 
-impl Default for RuntimeConfig {
+impl Default for WasmConfig {
     fn default() -> Self {
         Self {
             pool_instances: 1000,
@@ -29,26 +38,9 @@ impl Default for RuntimeConfig {
             stack_keep_resident: 64 << 10,
             epoch_tick: Duration::from_millis(5),
             log_buffer_bytes: 64 << 10,
-        }
-    }
-}
-
-/// Per-invocation limits of one function; every field has a default and a deploy-time override.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub memory_bytes: u64,
-    pub timeout: Duration,
-    pub max_request_body: u64,
-    pub max_response_body: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            memory_bytes: 128 << 20,
-            timeout: Duration::from_secs(30),
-            max_request_body: 4 << 20,
-            max_response_body: 16 << 20,
+            max_resources: 10_000,
+            max_field_size: 128 << 10,
+            max_table_elements: 1 << 20,
         }
     }
 }

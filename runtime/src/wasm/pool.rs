@@ -2,10 +2,9 @@
 //! (or instantiates on demand when none is left: a cold start); a background task refills the
 //! pool up to its target. One instance serves one request and is then dropped.
 
-use crate::engine::{Compiled, Shared};
-use crate::host::{DenyOutbound, Host, MemoryMeter};
-use crate::logs::LogStream;
-use crate::{DeployError, Limits, LogBuffer};
+use super::engine::{Compiled, Shared};
+use super::host::{DenyOutbound, Host, LogStream, MemoryMeter};
+use crate::{Limits, LogBuffer, WorkloadStats};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -16,34 +15,26 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
+/// Which revision a pool serves (for logs and guest argv).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RevisionId {
+pub struct PoolId {
+    /// The function's name.
     pub function: Arc<str>,
+    /// The revision number.
     pub revision: u64,
 }
 
-/// A running revision: its limits, logs and instance pool. Cheap to clone.
+/// A running revision's instance pool: its limits, logs and pre-instantiated instances. Cheap
+/// to clone; the pool (and its refill task) ends when the last clone is dropped.
 #[derive(Clone)]
-pub struct Revision {
+pub struct InstancePool {
     pub(crate) inner: Arc<PoolInner>,
-}
-
-/// A snapshot of a pool for scaling decisions and metrics.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolStats {
-    pub ready: usize,
-    pub target: usize,
-    pub in_flight: usize,
-    pub invocations: u64,
-    pub cold_starts: u64,
-    /// Time since the last request started (or since the pool started, if none has).
-    pub idle_for: Duration,
 }
 
 pub(crate) struct PoolInner {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) id: RevisionId,
-    pre: ProxyPre<Host>,
+    pub(crate) id: PoolId,
+    pre: Arc<ProxyPre<Host>>,
     pub(crate) limits: Limits,
     logs: Arc<LogBuffer>,
     ready: Mutex<Vec<Ready>>,
@@ -67,10 +58,10 @@ pub(crate) struct Ready {
     pub(crate) proxy: Proxy,
 }
 
-impl Revision {
+impl InstancePool {
     pub(crate) fn start(
         shared: Arc<Shared>,
-        id: RevisionId,
+        id: PoolId,
         compiled: Compiled,
         limits: Limits,
         logs: Arc<LogBuffer>,
@@ -96,60 +87,42 @@ impl Revision {
         tokio::spawn(refill_loop(Arc::downgrade(&inner), refill));
         Self { inner }
     }
+}
 
-    /// Sets how many ready instances the pool keeps; extra ones are dropped at once.
-    pub fn set_target(&self, target: usize) {
-        let inner = &self.inner;
-        if inner.target.swap(target, Ordering::Relaxed) == target {
+impl PoolInner {
+    /// A snapshot for the scheduler.
+    pub(crate) fn stats(&self) -> WorkloadStats {
+        let last = Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        WorkloadStats {
+            ready: self.ready.lock().unwrap().len(),
+            target: self.target.load(Ordering::Relaxed),
+            in_flight,
+            peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed).max(in_flight),
+            invocations: self.invocations.load(Ordering::Relaxed),
+            cold_starts: self.cold_starts.load(Ordering::Relaxed),
+            idle_for: self.started.elapsed().saturating_sub(last),
+        }
+    }
+
+    /// Sets how many ready instances the pool keeps (extra ones are dropped at once) and
+    /// starts a new peak-concurrency window.
+    pub(crate) fn set_target(&self, target: usize) {
+        self.peak_in_flight.store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+        if self.target.swap(target, Ordering::Relaxed) == target {
             return;
         }
         let surplus: Vec<Ready> = {
-            let mut ready = inner.ready.lock().unwrap();
+            let mut ready = self.ready.lock().unwrap();
             let keep = ready.len().min(target);
             ready.drain(keep..).collect()
         };
         for r in surplus {
-            inner.reap(r.store);
+            self.reap(r.store);
         }
-        inner.refill.notify_one();
+        self.refill.notify_one();
     }
 
-    pub fn stats(&self) -> PoolStats {
-        let inner = &self.inner;
-        let last = Duration::from_millis(inner.last_request_ms.load(Ordering::Relaxed));
-        PoolStats {
-            ready: inner.ready.lock().unwrap().len(),
-            target: inner.target.load(Ordering::Relaxed),
-            in_flight: inner.in_flight.load(Ordering::Relaxed),
-            invocations: inner.invocations.load(Ordering::Relaxed),
-            cold_starts: inner.cold_starts.load(Ordering::Relaxed),
-            idle_for: inner.started.elapsed().saturating_sub(last),
-        }
-    }
-
-    /// Takes one instance as a request would (from the pool, or instantiated on demand when
-    /// the pool is empty: `cold`) and releases it unused: proves the revision can instantiate
-    /// (deploys check this) and times the take (benchmarks).
-    pub async fn probe_take(&self) -> Result<(Duration, bool), DeployError> {
-        let started = Instant::now();
-        let (ready, cold) = self.inner.take().await.map_err(|e| match e {
-            InstantiateError::Capacity(m) => DeployError::Capacity(m),
-            InstantiateError::Component(m) => DeployError::Instantiate(m),
-        })?;
-        let elapsed = started.elapsed();
-        self.inner.reap(ready.store);
-        Ok((elapsed, cold))
-    }
-
-    /// Highest concurrency seen since the last call (at least the current one); the scaler
-    /// samples it once per tick.
-    pub fn take_peak_in_flight(&self) -> usize {
-        let now = self.inner.in_flight.load(Ordering::Relaxed);
-        self.inner.peak_in_flight.swap(now, Ordering::Relaxed).max(now)
-    }
-}
-
-impl PoolInner {
     /// Marks a request's arrival; the returned guard marks its end.
     pub(crate) fn enter(&self) -> InFlight<'_> {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
@@ -188,26 +161,7 @@ impl PoolInner {
     }
 
     async fn instantiate(&self) -> Result<Ready, InstantiateError> {
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(LogStream(self.logs.clone())).stderr(LogStream(self.logs.clone())).arg(&*self.id.function);
-        let host = Host {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            hooks: DenyOutbound,
-            memory: MemoryMeter { limit: self.limits.memory_bytes, peak: 0, refused: false },
-            deadline: Instant::now() + self.limits.timeout,
-        };
-        let mut store = Store::new(&self.shared.engine, host);
-        store.limiter(|host| &mut host.memory);
-        // Each epoch tick, a running guest yields to the executor (so a busy loop cannot starve
-        // other requests on this worker) until its deadline, when it is interrupted.
-        store.epoch_deadline_callback(|ctx| {
-            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
-        });
-        store.set_epoch_deadline(1);
-        let proxy = self.pre.instantiate_async(&mut store).await.map_err(InstantiateError::from)?;
-        Ok(Ready { store, proxy })
+        instantiate(&self.shared, &self.pre, &self.limits, &self.logs, &self.id.function).await
     }
 
     /// Hands a finished store to the refill task, which drops it (freeing its pool slot).
@@ -262,29 +216,68 @@ impl Drop for InFlight<'_> {
 
 /// Why an instance could not be created: the node ran out of something, or the component
 /// itself failed (a start function trapped, its memory is above its limit...).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum InstantiateError {
+    #[error("{0}")]
     Capacity(String),
+    #[error("{0}")]
     Component(String),
+    #[error("the node's memory budget is spent")]
+    Budget,
 }
 
-impl From<wasmtime::Error> for InstantiateError {
-    fn from(e: wasmtime::Error) -> Self {
-        let out_of_memory = e.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(12 /* ENOMEM */))
-        });
-        if out_of_memory || e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-            InstantiateError::Capacity(format!("{e:#}"))
-        } else {
-            InstantiateError::Component(format!("{e:#}"))
-        }
-    }
-}
-
-impl std::fmt::Display for InstantiateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            InstantiateError::Capacity(m) | InstantiateError::Component(m) => f.write_str(m),
+/// Builds a store with the function's limits (memory, host resources, deadline) and
+/// instantiates the component in it. The one place stores are made.
+pub(crate) async fn instantiate(
+    shared: &Shared,
+    pre: &ProxyPre<Host>,
+    limits: &Limits,
+    logs: &Arc<LogBuffer>,
+    function: &str,
+) -> Result<Ready, InstantiateError> {
+    let config = &shared.config;
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(LogStream(logs.clone())).stderr(LogStream(logs.clone())).arg(function);
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(config.max_resources);
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(config.max_field_size);
+    let host = Host {
+        wasi: wasi.build(),
+        http,
+        table,
+        hooks: DenyOutbound,
+        memory: MemoryMeter {
+            limit: limits.memory_bytes,
+            peak: 0,
+            refused: false,
+            budget_refused: false,
+            max_table_elements: config.max_table_elements,
+            budget: shared.budget.clone(),
+            charged: 0,
+        },
+        deadline: Instant::now() + limits.timeout,
+    };
+    let mut store = Store::new(&shared.engine, host);
+    store.limiter(|host| &mut host.memory);
+    // Each epoch tick, a running guest yields to the executor (so a busy loop cannot starve
+    // other requests on this worker) until its deadline, when it is interrupted.
+    store.epoch_deadline_callback(|ctx| {
+        Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+    });
+    store.set_epoch_deadline(1);
+    match pre.instantiate_async(&mut store).await {
+        Ok(proxy) => Ok(Ready { store, proxy }),
+        Err(_) if store.data().memory.budget_refused => Err(InstantiateError::Budget),
+        Err(e) => {
+            let out_of_memory = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::OutOfMemory)
+            });
+            if out_of_memory || e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+                Err(InstantiateError::Capacity(format!("{e:#}")))
+            } else {
+                Err(InstantiateError::Component(format!("{e:#}")))
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Cheap checks on uploaded bytes before anything is compiled.
 
-use crate::DeployError;
+use super::DeployError;
 use wasmparser::Parser;
 
 pub(crate) fn check_bytes(bytes: &[u8]) -> Result<(), DeployError> {

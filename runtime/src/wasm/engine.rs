@@ -1,30 +1,36 @@
 //! The node's one wasmtime engine: configuration, the linker every revision shares, the epoch
 //! ticker, and turning uploaded bytes into a ready-to-instantiate `ProxyPre`.
 
-use crate::cache::{CacheStats, CompileCache};
-use crate::host::Host;
-use crate::pool::{Revision, RevisionId};
-use crate::validate::{check_bytes, is_incoming_handler};
-use crate::{DeployError, Limits, LogBuffer, RuntimeConfig, RuntimeError, UsageSink};
+use super::cache::{CacheStats, CompileCache};
+use super::host::Host;
+use super::pool::{self, InstancePool, PoolId};
+use super::validate::{check_bytes, is_incoming_handler};
+use super::{DeployError, RuntimeError, WasmConfig};
+use crate::{Limits, LogBuffer, MemoryBudget};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-/// Shared by every revision on the node.
+/// Shared by every pool on the node.
 pub(crate) struct Shared {
     pub(crate) engine: Engine,
-    pub(crate) config: RuntimeConfig,
-    pub(crate) usage: Arc<dyn UsageSink>,
+    pub(crate) config: WasmConfig,
+    pub(crate) budget: Arc<MemoryBudget>,
 }
 
+/// The Wasm runtime of a node: one engine, its linker and compile cache. Cheap to clone.
 #[derive(Clone)]
-pub struct Runtime {
+pub struct WasmRuntime {
     shared: Arc<Shared>,
     linker: Arc<Linker<Host>>,
     cache: Arc<CompileCache>,
+    /// Compiled components by content hash while any pool uses them: functions deploying the
+    /// same bytes share one compile, and code is unmapped once its last pool is gone.
+    loaded: Arc<Mutex<HashMap<String, Weak<ProxyPre<Host>>>>>,
 }
 
 /// How full the node's instance pool is.
@@ -32,6 +38,7 @@ pub struct Runtime {
 pub struct PoolUsage {
     /// Component instances allocated now: ready, running, and finished but not yet reset.
     pub component_instances: u64,
+    /// `--pool-instances`.
     pub component_instances_limit: u32,
     /// Memory kept resident in free slots by keep-resident resets.
     pub unused_memory_bytes_resident: usize,
@@ -40,33 +47,40 @@ pub struct PoolUsage {
 /// A validated, compiled component with its imports resolved: instantiation is all that is left.
 #[derive(Clone)]
 pub struct Compiled {
-    pub(crate) pre: ProxyPre<Host>,
+    pub(crate) pre: Arc<ProxyPre<Host>>,
 }
 
-impl Runtime {
-    /// Builds the engine and starts its epoch ticker thread. `cache_dir` holds
-    /// compiled components.
-    pub fn new(config: RuntimeConfig, cache_dir: &Path, usage: Arc<dyn UsageSink>) -> Result<Self, RuntimeError> {
-        let engine = Engine::new(&engine_config(&config)).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+impl WasmRuntime {
+    /// Builds the engine and starts its epoch ticker thread. `cache_dir` holds compiled
+    /// components; `budget` is the node's memory budget, charged by guest memory.
+    pub fn new(config: WasmConfig, cache_dir: &Path, budget: Arc<MemoryBudget>) -> Result<Self, RuntimeError> {
+        let engine = Engine::new(&engine_config(&config)).map_err(RuntimeError::Engine)?;
         let mut linker = Linker::new(&engine);
         // All of WASIp2 is linked (Rust std imports wasi:cli and friends); the WasiCtx of each
         // store decides what is actually granted, which is nothing by default.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(RuntimeError::Engine)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(RuntimeError::Engine)?;
         let cache = CompileCache::open(cache_dir, &engine)?;
-        spawn_epoch_ticker(&engine, config.epoch_tick);
+        spawn_epoch_ticker(&engine, config.epoch_tick)?;
         Ok(Self {
-            shared: Arc::new(Shared { engine, config, usage }),
+            shared: Arc::new(Shared { engine, config, budget }),
             linker: Arc::new(linker),
             cache: Arc::new(cache),
+            loaded: Arc::default(),
         })
     }
 
-    pub fn config(&self) -> &RuntimeConfig {
+    /// The knobs this runtime was built with.
+    pub fn config(&self) -> &WasmConfig {
         &self.shared.config
     }
 
+    /// The node's memory budget this runtime charges.
+    pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.shared.budget
+    }
+
+    /// Compile cache hits and misses since start.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }
@@ -81,15 +95,34 @@ impl Runtime {
         }
     }
 
-    /// Validates and compiles (or loads from the cache) a component. `content_hash` is the
-    /// hex sha256 of `bytes`. Blocking and CPU-heavy: call it off the async request path.
+    /// Compiled components held in memory now (by any pool).
+    pub fn loaded_components(&self) -> usize {
+        let mut loaded = self.loaded.lock().unwrap();
+        loaded.retain(|_, pre| pre.strong_count() > 0);
+        loaded.len()
+    }
+
+    /// Validates and compiles (or loads from the cache, or shares with a live pool) a
+    /// component. `content_hash` is the hex sha256 of `bytes`. Blocking and CPU-heavy: call it
+    /// off the async request path.
     pub fn compile(&self, content_hash: &str, bytes: &[u8]) -> Result<Compiled, DeployError> {
+        if let Some(pre) = self.loaded.lock().unwrap().get(content_hash).and_then(Weak::upgrade) {
+            return Ok(Compiled { pre });
+        }
         check_bytes(bytes)?;
         let component = self.cache.load(&self.shared.engine, content_hash, bytes)?;
         check_exports(&self.shared.engine, &component)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| DeployError::Link(format!("{e:#}")))?;
-        let pre = ProxyPre::new(instance_pre).map_err(|e| DeployError::MissingExport(format!("{e:#}")))?;
+        let pre = Arc::new(ProxyPre::new(instance_pre).map_err(|e| DeployError::MissingExport(format!("{e:#}")))?);
+        let mut loaded = self.loaded.lock().unwrap();
+        loaded.retain(|_, pre| pre.strong_count() > 0);
+        loaded.insert(content_hash.to_string(), Arc::downgrade(&pre));
         Ok(Compiled { pre })
+    }
+
+    /// Deletes the cached compiled form of a component that no revision refers to any more.
+    pub fn forget(&self, content_hash: &str) {
+        self.cache.remove(content_hash);
     }
 
     /// Checks limits against what this node can grant.
@@ -101,13 +134,29 @@ impl Runtime {
         Ok(())
     }
 
+    /// Instantiates `compiled` once with `limits` and throws the instance away: a component
+    /// that cannot start (say, its initial memory is above its limit) is refused at deploy.
+    pub async fn check_instantiates(&self, compiled: &Compiled, limits: Limits) -> Result<(), DeployError> {
+        let logs = Arc::new(LogBuffer::new(0));
+        pool::instantiate(&self.shared, &compiled.pre, &limits, &logs, "deploy-check").await.map(drop).map_err(|e| {
+            match e {
+                pool::InstantiateError::Capacity(m) => DeployError::Capacity(m),
+                pool::InstantiateError::Component(m) => DeployError::Instantiate(m),
+                pool::InstantiateError::Budget => DeployError::Capacity(format!(
+                    "the node's memory budget of {} bytes is spent",
+                    self.shared.budget.limit()
+                )),
+            }
+        })
+    }
+
     /// Starts a revision's instance pool (empty until its target is raised). Needs a tokio runtime.
-    pub fn revision(&self, id: RevisionId, compiled: Compiled, limits: Limits, logs: Arc<LogBuffer>) -> Revision {
-        Revision::start(self.shared.clone(), id, compiled, limits, logs)
+    pub fn pool(&self, id: PoolId, compiled: Compiled, limits: Limits, logs: Arc<LogBuffer>) -> InstancePool {
+        InstancePool::start(self.shared.clone(), id, compiled, limits, logs)
     }
 }
 
-fn engine_config(config: &RuntimeConfig) -> Config {
+fn engine_config(config: &WasmConfig) -> Config {
     let n = config.pool_instances;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)
@@ -134,7 +183,7 @@ fn engine_config(config: &RuntimeConfig) -> Config {
 }
 
 /// One thread per engine advances the epoch; stores turn ticks into timeouts and yields.
-fn spawn_epoch_ticker(engine: &Engine, tick: Duration) {
+fn spawn_epoch_ticker(engine: &Engine, tick: Duration) -> Result<(), RuntimeError> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("wisp-epoch".into())
@@ -145,7 +194,8 @@ fn spawn_epoch_ticker(engine: &Engine, tick: Duration) {
                 std::thread::sleep(tick);
             }
         })
-        .expect("spawning the epoch ticker thread");
+        .map(drop)
+        .map_err(RuntimeError::Ticker)
 }
 
 fn check_exports(engine: &Engine, component: &Component) -> Result<(), DeployError> {

@@ -1,0 +1,170 @@
+//! One invocation on a Wasm pool: buffer the request within its limit, take an instance, run the
+//! guest's `incoming-handler`, buffer the response within its limit. One deadline, set when the
+//! invocation starts, bounds all of it (reading the body included).
+
+use super::pool::{InstancePool, InstantiateError, PoolInner, Ready};
+use crate::{BodyError, InvokeError, Invoked, Workload, WorkloadStats, read_within};
+use bytes::Bytes;
+use http_body::Body;
+use http_body_util::Full;
+use std::time::{Duration, Instant};
+use tokio::time::timeout_at;
+use wasmtime::Trap;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+
+impl Workload for InstancePool {
+    async fn invoke<B>(&self, req: http::Request<B>) -> Invoked
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let pool = &*self.inner;
+        let deadline = Instant::now() + pool.limits.timeout;
+        let mut invoked =
+            Invoked { result: Ok(http::Response::default()), cold: false, peak_memory_bytes: 0, request_bytes: 0 };
+        invoked.result = invoke(pool, req, deadline, &mut invoked).await;
+        invoked
+    }
+
+    fn set_target(&self, target: usize) {
+        self.inner.set_target(target);
+    }
+
+    fn stats(&self) -> WorkloadStats {
+        self.inner.stats()
+    }
+}
+
+async fn invoke<B>(
+    pool: &PoolInner,
+    req: http::Request<B>,
+    deadline: Instant,
+    invoked: &mut Invoked,
+) -> Result<http::Response<Bytes>, InvokeError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limits = pool.limits;
+    let (mut parts, body) = req.into_parts();
+    let body = match timeout_at(deadline.into(), read_within(&parts.headers, body, limits.max_request_body)).await {
+        Err(_) => return Err(InvokeError::Timeout(limits.timeout)),
+        Ok(Err(BodyError::TooLarge { limit })) => return Err(InvokeError::RequestTooLarge { limit }),
+        Ok(Err(e)) => return Err(InvokeError::BadRequest(e)),
+        Ok(Ok(body)) => body,
+    };
+    invoked.request_bytes = body.len() as u64;
+    // Buffered bodies count against the node's memory budget while the guest reads them.
+    let _body_charge = pool
+        .shared
+        .budget
+        .charge(body.len() as u64)
+        .ok_or(InvokeError::MemoryBudget { limit: pool.shared.budget.limit() })?;
+    if parts.uri.authority().is_none() && !parts.headers.contains_key(http::header::HOST) {
+        parts.headers.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
+    }
+    // Counted from here: a slow uploader is not concurrency the scaler should provision for.
+    let _in_flight = pool.enter();
+    let (ready, cold) = pool.take().await.map_err(|e| match e {
+        InstantiateError::Capacity(m) => InvokeError::Capacity(m),
+        InstantiateError::Component(m) => InvokeError::Guest(format!("instantiating: {m}")),
+        InstantiateError::Budget => InvokeError::MemoryBudget { limit: pool.shared.budget.limit() },
+    })?;
+    invoked.cold = cold;
+    let (result, peak) = run(pool, ready, http::Request::from_parts(parts, Full::new(body)), deadline).await;
+    invoked.peak_memory_bytes = peak;
+    result
+}
+
+/// Runs the handler on a ready instance; returns the result and the peak memory it used.
+async fn run(
+    pool: &PoolInner,
+    ready: Ready,
+    req: http::Request<Full<Bytes>>,
+    deadline: Instant,
+) -> (Result<http::Response<Bytes>, InvokeError>, u64) {
+    let limits = pool.limits;
+    let Ready { mut store, proxy } = ready;
+    store.data_mut().deadline = deadline;
+    store.set_epoch_deadline(1);
+
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let resources = {
+        let mut http = store.data_mut().http();
+        http.new_incoming_request(Scheme::Http, req).and_then(|req| Ok((req, http.new_response_outparam(sender)?)))
+    };
+    let (req, out) = match resources {
+        Ok(r) => r,
+        Err(e) => {
+            pool.reap(store);
+            return (Err(InvokeError::Guest(format!("preparing the request: {e:#}"))), 0);
+        }
+    };
+
+    let response = async move {
+        let response = match receiver.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => return Err(InvokeError::Guest(describe_error_code(&code))),
+            Err(_) => return Err(InvokeError::Guest("the handler returned without setting a response".into())),
+        };
+        let (parts, body) = response.into_parts();
+        match read_within(&http::HeaderMap::new(), body, limits.max_response_body).await {
+            Ok(body) => Ok(http::Response::from_parts(parts, body)),
+            Err(BodyError::TooLarge { limit }) => Err(InvokeError::ResponseTooLarge { limit }),
+            Err(e) => Err(InvokeError::Guest(format!("response body: {e}"))),
+        }
+    };
+    tokio::pin!(response);
+
+    // Drive the handler and the response side together: the guest streams its body while the
+    // host reads it. The handler may keep running after the response is complete.
+    let raced = timeout_at(deadline.into(), async {
+        let call = proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out);
+        tokio::pin!(call);
+        tokio::select! {
+            handled = &mut call => (handled, None),
+            response = &mut response => (call.await, Some(response)),
+        }
+    })
+    .await;
+
+    let memory = &store.data().memory;
+    let (peak, refused, budget_refused) = (memory.peak, memory.refused, memory.budget_refused);
+    let result = match raced {
+        Err(_) => Err(InvokeError::Timeout(limits.timeout)),
+        Ok((Err(_), _)) if budget_refused => Err(InvokeError::MemoryBudget { limit: pool.shared.budget.limit() }),
+        Ok((Err(e), _)) => Err(classify(e, refused, limits.memory_bytes, limits.timeout)),
+        Ok((Ok(()), Some(response))) => response,
+        Ok((Ok(()), None)) => {
+            // The handler returned first; usually it finished its body, so the response is
+            // complete now. If it left the body open, dropping its store closes it, and what
+            // is left of the same deadline bounds the wait.
+            use futures::FutureExt;
+            if let Some(result) = response.as_mut().now_or_never() {
+                pool.reap(store);
+                return (result, peak);
+            }
+            drop(store);
+            let late = timeout_at(deadline.into(), response).await;
+            return (late.unwrap_or(Err(InvokeError::Timeout(limits.timeout))), peak);
+        }
+    };
+    pool.reap(store);
+    (result, peak)
+}
+
+fn classify(error: wasmtime::Error, memory_refused: bool, memory_limit: u64, timeout: Duration) -> InvokeError {
+    if memory_refused {
+        return InvokeError::Memory { limit: memory_limit };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => InvokeError::Timeout(timeout),
+        Some(trap) => InvokeError::Trap(trap.to_string()),
+        None => InvokeError::Trap(format!("{error}")),
+    }
+}
+
+fn describe_error_code(code: &ErrorCode) -> String {
+    format!("the handler answered with an error instead of a response: {code:?}")
+}

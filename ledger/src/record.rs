@@ -1,0 +1,167 @@
+//! What the ledger stores: one record per invocation, and its vocabulary (outcomes, sources).
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// Declares a closed set of names stored as lowercase text: `ALL`, `as_str`, `parse`,
+/// `Display`, serde as the lowercase name, and a lenient reader for report clients.
+macro_rules! names {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vmeta])* $variant,)* }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: [$name; [$($text),*].len()] = [$($name::$variant),*];
+
+            /// The stored (and serialized) name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+
+            /// The value with this stored name (exact, lowercase).
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.into_iter().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names! {
+    /// How an invocation ended, as metered. Serialized lowercase: `ok`, `error`, `trap`,
+    /// `timeout`, `memory`, `rejected`, `cancelled`.
+    pub enum Outcome {
+        /// The function produced a response (whatever its status).
+        Ok => "ok",
+        /// The function answered with an error instead of a response, or an oversized one.
+        Error => "error",
+        /// The function trapped.
+        Trap => "trap",
+        /// The function ran past its timeout.
+        Timeout => "timeout",
+        /// The function ran out of memory.
+        Memory => "memory",
+        /// Refused before running: request too large, or no instance could be had.
+        Rejected => "rejected",
+        /// The caller went away before the invocation finished.
+        Cancelled => "cancelled",
+    }
+}
+
+names! {
+    /// What triggered an invocation. Serialized lowercase: `http`, `kafka`, `rabbitmq`, `async`.
+    pub enum Source {
+        /// A request to `/fn/...`.
+        Http => "http",
+        /// A Kafka record.
+        Kafka => "kafka",
+        /// A RabbitMQ message.
+        Rabbitmq => "rabbitmq",
+        /// An asynchronous invocation.
+        Async => "async",
+    }
+}
+
+impl Default for Source {
+    /// Rows from before sources existed were all HTTP (the column's default too).
+    fn default() -> Self {
+        Source::Http
+    }
+}
+
+impl Outcome {
+    /// Stored names this release does not know (a newer writer) read as a failure: `ok` is the
+    /// only outcome billed as a success, so an unknown one must not count as one.
+    pub(crate) fn parse_lenient(s: &str) -> Outcome {
+        Outcome::parse(&s.to_ascii_lowercase()).unwrap_or(Outcome::Error)
+    }
+}
+
+impl Source {
+    /// Stored names this release does not know read as the default source.
+    pub(crate) fn parse_lenient(s: &str) -> Source {
+        Source::parse(&s.to_ascii_lowercase()).unwrap_or_default()
+    }
+}
+
+/// Report clients must not fail on a value a newer server added.
+pub(crate) fn lenient_outcome<'de, D: Deserializer<'de>>(d: D) -> Result<Outcome, D::Error> {
+    Ok(Outcome::parse_lenient(&String::deserialize(d)?))
+}
+
+/// Report clients must not fail on a value a newer server added.
+pub(crate) fn lenient_source<'de, D: Deserializer<'de>>(d: D) -> Result<Source, D::Error> {
+    Ok(Source::parse_lenient(&String::deserialize(d)?))
+}
+
+/// Exactly one per invocation.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    /// The function's name.
+    pub function: Arc<str>,
+    /// The revision that ran.
+    pub revision: u64,
+    /// What triggered it.
+    pub source: Source,
+    /// Unix time in milliseconds when the invocation started.
+    pub start_ms: u64,
+    /// Wall time, microseconds.
+    pub wall_us: u64,
+    /// Whether it had to start an instance.
+    pub cold: bool,
+    /// Highest linear memory the instance reached.
+    pub peak_memory_bytes: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes.
+    pub response_bytes: u64,
+    /// The function's HTTP status; 0 when it produced no response (the outcome says why).
+    pub status: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_names_round_trip() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+            assert_eq!(o.to_string(), o.as_str());
+            let json = serde_json::to_string(&o).unwrap();
+            assert_eq!(json, format!("\"{}\"", o.as_str()));
+            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), o);
+        }
+        assert_eq!(Outcome::ALL.len(), 7);
+        assert_eq!(Outcome::parse("bogus"), None);
+        assert_eq!(Outcome::parse("OK"), None);
+        assert_eq!(Outcome::parse_lenient("OK"), Outcome::Ok);
+        assert_eq!(Outcome::parse_lenient("exploded"), Outcome::Error);
+    }
+
+    #[test]
+    fn source_names_round_trip() {
+        for s in Source::ALL {
+            assert_eq!(Source::parse(s.as_str()), Some(s));
+            assert_eq!(s.to_string(), s.as_str());
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<Source>(&json).unwrap(), s);
+        }
+        let names: Vec<_> = Source::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["http", "kafka", "rabbitmq", "async"]);
+        assert_eq!(Source::parse("grpc"), None);
+        assert_eq!(Source::parse_lenient("grpc"), Source::Http);
+    }
+}

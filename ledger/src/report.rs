@@ -1,0 +1,185 @@
+//! Usage reports: per-function totals from the hourly rollups (their cost grows with hours ×
+//! functions, not with invocations) and the newest raw records. The JSON keeps the field names
+//! of the reports before the ledger had its own crate; every struct reads with defaults so
+//! clients tolerate fields added or removed later.
+
+use crate::record::{lenient_outcome, lenient_source};
+use crate::{Outcome, Source};
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a usage report covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Only this function; `None` for all.
+    pub function: Option<String>,
+    /// How many of the newest records to include (0: totals only).
+    pub limit: u32,
+}
+
+impl Default for UsageQuery {
+    /// Every function, the 100 newest records.
+    fn default() -> Self {
+        Self { function: None, limit: 100 }
+    }
+}
+
+/// Totals for one function, over all time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UsageSummary {
+    /// The function's name.
+    pub function: String,
+    /// Invocations metered.
+    pub invocations: u64,
+    /// Invocations that had to start an instance.
+    pub cold_starts: u64,
+    /// Invocations with outcome `ok`.
+    pub ok: u64,
+    /// Invocations with any other outcome.
+    pub failed: u64,
+    /// Wall time summed, microseconds.
+    pub wall_us_total: u64,
+    /// Request body bytes summed.
+    pub request_bytes: u64,
+    /// Response body bytes summed.
+    pub response_bytes: u64,
+    /// Highest peak memory of any invocation.
+    pub peak_memory_bytes_max: u64,
+    /// Invocations by source name (`http`, `kafka`, ...). Keys are strings so a client reads
+    /// sources newer than itself.
+    pub by_source: BTreeMap<String, u64>,
+}
+
+/// One stored usage record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoredUsage {
+    /// Ledger id; larger is newer.
+    pub id: u64,
+    /// The function's name.
+    pub function: String,
+    /// The revision that ran.
+    pub revision: u64,
+    /// What triggered it (an unknown name reads as `http`).
+    #[serde(deserialize_with = "lenient_source")]
+    pub source: Source,
+    /// Unix time in milliseconds when the invocation started.
+    pub start_ms: u64,
+    /// Wall time, microseconds.
+    pub wall_us: u64,
+    /// Whether it had to start an instance.
+    pub cold: bool,
+    /// Highest linear memory the instance reached.
+    pub peak_memory_bytes: u64,
+    /// How it ended (an unknown name reads as `error`: only `ok` counts as a success).
+    #[serde(deserialize_with = "lenient_outcome")]
+    pub outcome: Outcome,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes.
+    pub response_bytes: u64,
+    /// The function's HTTP status; 0 when it produced no response.
+    pub status: u16,
+}
+
+impl Default for StoredUsage {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            function: String::new(),
+            revision: 0,
+            source: Source::Http,
+            start_ms: 0,
+            wall_us: 0,
+            cold: false,
+            peak_memory_bytes: 0,
+            // A record missing its outcome is not evidence of success.
+            outcome: Outcome::Error,
+            request_bytes: 0,
+            response_bytes: 0,
+            status: 0,
+        }
+    }
+}
+
+/// Totals per function (ordered by name) and the newest records (newest first).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UsageReport {
+    /// One entry per function with usage, ordered by function.
+    pub summary: Vec<UsageSummary>,
+    /// The newest records, newest first, at most `UsageQuery::limit`.
+    pub records: Vec<StoredUsage>,
+}
+
+/// Reads a u64 column; SQLite integers are i64 and sums may overflow into a float, which must
+/// not fail a report.
+fn u64_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    Ok(match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Integer(v) => v.max(0) as u64,
+        rusqlite::types::ValueRef::Real(v) => v.max(0.0) as u64,
+        _ => 0,
+    })
+}
+
+pub(crate) fn report(conn: &mut Connection, query: &UsageQuery) -> rusqlite::Result<UsageReport> {
+    // `?1 IS NULL` keeps the parameter list fixed while letting SQLite use the function
+    // indexes when there is a filter (an `OR` of both would defeat them).
+    let filter = if query.function.is_some() { "function = ?1" } else { "?1 IS NULL" };
+    // One read transaction: totals and records come from the same snapshot.
+    let tx = conn.transaction()?;
+    let mut summary: Vec<UsageSummary> = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT function, source, SUM(invocations), SUM(cold_starts), SUM(ok), SUM(failed), SUM(wall_us),
+                    SUM(request_bytes), SUM(response_bytes), MAX(peak_memory_bytes_max)
+             FROM usage_hourly WHERE {filter} GROUP BY function, source ORDER BY function, source"
+        ))?;
+        let mut rows = stmt.query(params![query.function])?;
+        while let Some(r) = rows.next()? {
+            let function: String = r.get(0)?;
+            if summary.last().is_none_or(|s| s.function != function) {
+                summary.push(UsageSummary { function, ..UsageSummary::default() });
+            }
+            let s = summary.last_mut().expect("pushed above");
+            let invocations = u64_at(r, 2)?;
+            *s.by_source.entry(r.get(1)?).or_default() += invocations;
+            s.invocations += invocations;
+            s.cold_starts += u64_at(r, 3)?;
+            s.ok += u64_at(r, 4)?;
+            s.failed += u64_at(r, 5)?;
+            s.wall_us_total = s.wall_us_total.saturating_add(u64_at(r, 6)?);
+            s.request_bytes = s.request_bytes.saturating_add(u64_at(r, 7)?);
+            s.response_bytes = s.response_bytes.saturating_add(u64_at(r, 8)?);
+            s.peak_memory_bytes_max = s.peak_memory_bytes_max.max(u64_at(r, 9)?);
+        }
+    }
+    let records = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT id, function, revision, source, start_ms, wall_us, cold, peak_memory_bytes, outcome,
+                    request_bytes, response_bytes, status
+             FROM usage WHERE {filter} ORDER BY id DESC LIMIT ?2"
+        ))?;
+        stmt.query_map(params![query.function, query.limit], |r| {
+            Ok(StoredUsage {
+                id: u64_at(r, 0)?,
+                function: r.get(1)?,
+                revision: u64_at(r, 2)?,
+                source: Source::parse_lenient(&r.get::<_, String>(3)?),
+                start_ms: u64_at(r, 4)?,
+                wall_us: u64_at(r, 5)?,
+                cold: r.get(6)?,
+                peak_memory_bytes: u64_at(r, 7)?,
+                outcome: Outcome::parse_lenient(&r.get::<_, String>(8)?),
+                request_bytes: u64_at(r, 9)?,
+                response_bytes: u64_at(r, 10)?,
+                status: r.get(11)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    tx.finish()?;
+    Ok(UsageReport { summary, records })
+}

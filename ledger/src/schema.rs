@@ -1,0 +1,199 @@
+//! `ledger.db`: its connections, its versioned migrations, and the one-time import of the usage
+//! rows that older releases kept in the registry's `wisp.db`.
+
+use crate::LedgerError;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite_migration::{M, Migrations};
+use std::path::Path;
+use std::time::Duration;
+
+/// Schema versions, applied in order by `rusqlite_migration` (`PRAGMA user_version` records how
+/// many ran; each run is one transaction). Never edit one that shipped: append the next.
+const MIGRATIONS: &[M<'static>] = &[
+    // v1: raw records (one per invocation) and hourly rollups, written in the same
+    // transaction so summaries read the rollups and never scan the raw table.
+    M::up(
+        "CREATE TABLE usage (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            function TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            source TEXT NOT NULL DEFAULT 'http',
+            start_ms INTEGER NOT NULL,
+            wall_us INTEGER NOT NULL,
+            cold INTEGER NOT NULL,
+            peak_memory_bytes INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            request_bytes INTEGER NOT NULL,
+            response_bytes INTEGER NOT NULL,
+            status INTEGER NOT NULL
+         );
+         CREATE INDEX usage_function ON usage (function, id);
+         CREATE TABLE usage_hourly (
+            hour_ms INTEGER NOT NULL,
+            function TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            invocations INTEGER NOT NULL,
+            cold_starts INTEGER NOT NULL,
+            ok INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            wall_us INTEGER NOT NULL,
+            request_bytes INTEGER NOT NULL,
+            response_bytes INTEGER NOT NULL,
+            peak_memory_bytes_max INTEGER NOT NULL,
+            PRIMARY KEY (hour_ms, function, revision, source)
+         );
+         CREATE INDEX usage_hourly_function ON usage_hourly (function);
+         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);",
+    ),
+];
+
+/// Adds rollups to `usage_hourly`, summing into the rows that exist. `?1..?12` are the columns
+/// in table order.
+pub(crate) const UPSERT_HOURLY: &str = "
+    INSERT INTO usage_hourly (hour_ms, function, revision, source, invocations, cold_starts, ok, failed,
+                              wall_us, request_bytes, response_bytes, peak_memory_bytes_max)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+    ON CONFLICT (hour_ms, function, revision, source) DO UPDATE SET
+        invocations = invocations + excluded.invocations,
+        cold_starts = cold_starts + excluded.cold_starts,
+        ok = ok + excluded.ok,
+        failed = failed + excluded.failed,
+        wall_us = wall_us + excluded.wall_us,
+        request_bytes = request_bytes + excluded.request_bytes,
+        response_bytes = response_bytes + excluded.response_bytes,
+        peak_memory_bytes_max = MAX(peak_memory_bytes_max, excluded.peak_memory_bytes_max)";
+
+/// The same rollups computed by SQLite from raw rows with `id > ?1` (the legacy import, whose
+/// rows never pass through the writer).
+const ROLLUP_FROM_RAW: &str = "
+    INSERT INTO usage_hourly (hour_ms, function, revision, source, invocations, cold_starts, ok, failed,
+                              wall_us, request_bytes, response_bytes, peak_memory_bytes_max)
+    SELECT start_ms / 3600000 * 3600000, function, revision, source, COUNT(*), SUM(cold != 0),
+           SUM(outcome = 'ok'), SUM(outcome != 'ok'), SUM(wall_us), SUM(request_bytes), SUM(response_bytes),
+           MAX(peak_memory_bytes)
+    FROM usage WHERE id > ?1 GROUP BY 1, 2, 3, 4
+    ON CONFLICT (hour_ms, function, revision, source) DO UPDATE SET
+        invocations = invocations + excluded.invocations,
+        cold_starts = cold_starts + excluded.cold_starts,
+        ok = ok + excluded.ok,
+        failed = failed + excluded.failed,
+        wall_us = wall_us + excluded.wall_us,
+        request_bytes = request_bytes + excluded.request_bytes,
+        response_bytes = response_bytes + excluded.response_bytes,
+        peak_memory_bytes_max = MAX(peak_memory_bytes_max, excluded.peak_memory_bytes_max)";
+
+/// The registry's database may be busy with a deploy; wait for it as the registry does.
+const LEGACY_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens (creating) `ledger.db` for writing, in WAL mode.
+pub(crate) fn open_writer(path: &Path, synchronous: &str, busy_timeout: Duration) -> Result<Connection, LedgerError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy_timeout)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // Some filesystems cannot share the WAL index; the ledger still works, readers just
+        // wait for the writer.
+        tracing::warn!(journal_mode = %mode, path = %path.display(), "usage ledger: WAL mode unavailable");
+    }
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    Ok(conn)
+}
+
+/// Opens a read connection to an existing `ledger.db` (reports: WAL readers never wait for
+/// the writer).
+pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, LedgerError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy_timeout)?;
+    // Read-write so it can join the WAL index like any reader; query_only so it never writes.
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+/// Brings the schema up to date. A ledger written by a newer release is refused, not guessed at.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    Migrations::from_slice(MIGRATIONS).to_latest(conn)?;
+    Ok(())
+}
+
+/// Moves the `usage` table an older release (921004f and before) kept in `wisp.db` into the
+/// ledger. Rows (keeping their ids when they do not collide) and their rollups are copied in one
+/// ledger transaction that also sets `meta.legacy_import`; only then is the old table dropped.
+/// A crash in between leaves the marker, and the next open only drops: nothing is lost or
+/// counted twice. Returns how many rows were imported.
+pub(crate) fn import_legacy(conn: &mut Connection, registry_db: &Path) -> Result<u64, LedgerError> {
+    if !registry_db.exists() {
+        return Ok(0);
+    }
+    // Never create wisp.db (the registry owns it), and touch nothing but its usage table.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let legacy = Connection::open_with_flags(registry_db, flags)?;
+    legacy.busy_timeout(LEGACY_BUSY_TIMEOUT)?;
+    let has_table = legacy
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'", [], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !has_table {
+        return Ok(0);
+    }
+    let done = conn
+        .query_row("SELECT value FROM meta WHERE key = 'legacy_import'", [], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten()
+        .is_some_and(|v| v == "done");
+    let imported = if done { 0 } else { copy_legacy(conn, registry_db)? };
+    // The rows are safe in ledger.db now. If the registry holds its lock past the timeout, keep
+    // going: the marker makes the next open retry the drop, and nothing reads the old table.
+    let dropped = legacy.execute_batch(
+        "BEGIN IMMEDIATE;
+         DROP TABLE IF EXISTS usage;
+         DELETE FROM sqlite_sequence WHERE name = 'usage';
+         COMMIT;",
+    );
+    if let Err(e) = dropped {
+        let _ = legacy.execute_batch("ROLLBACK");
+        tracing::warn!(
+            "usage ledger: could not drop the imported usage table from wisp.db (retried at the next start): {e}"
+        );
+    }
+    Ok(imported)
+}
+
+fn copy_legacy(conn: &mut Connection, registry_db: &Path) -> Result<u64, LedgerError> {
+    let path = registry_db.to_str().ok_or_else(|| {
+        LedgerError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "wisp.db's path is not UTF-8"))
+    })?;
+    // The commit that sets the marker must outlive a power loss before the old table is
+    // dropped: make this one transaction fsync whatever the configured durability.
+    let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute("ATTACH DATABASE ?1 AS legacy", [path])?;
+    let result = (|| -> Result<u64, LedgerError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let after: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM main.usage", [], |r| r.get(0))?;
+        let first: Option<i64> = tx.query_row("SELECT MIN(id) FROM legacy.usage", [], |r| r.get(0))?;
+        // Old ids are kept (they are what clients saw) unless the ledger already has rows in
+        // their range; then the rows are appended in their old order under new ids.
+        let id = if first.is_none_or(|first| first > after) { "id" } else { "NULL" };
+        let n = tx.execute(
+            &format!(
+                "INSERT INTO main.usage (id, function, revision, source, start_ms, wall_us, cold, peak_memory_bytes,
+                                         outcome, request_bytes, response_bytes, status)
+                 SELECT {id}, function, revision, 'http', start_ms, wall_us, cold, peak_memory_bytes, outcome,
+                        request_bytes, response_bytes, status
+                 FROM legacy.usage ORDER BY id"
+            ),
+            [],
+        )?;
+        tx.execute(ROLLUP_FROM_RAW, [after])?;
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('legacy_import', 'done')", [])?;
+        tx.commit()?;
+        Ok(n as u64)
+    })();
+    let detached = conn.execute("DETACH DATABASE legacy", []);
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    let imported = result?;
+    detached?;
+    Ok(imported)
+}

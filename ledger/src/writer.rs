@@ -1,0 +1,237 @@
+//! The writer thread: takes records off the bounded queue in batches and commits each batch
+//! (raw rows and their hourly rollups) in one transaction, retrying a failed batch until it
+//! lands. Flush, close and sync-durability acks are answered only after everything queued
+//! before them is committed.
+
+use crate::schema::UPSERT_HOURLY;
+use crate::{Durability, Shared, Source, UsageRecord};
+use rusqlite::{Connection, TransactionBehavior, params};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Records per transaction at most.
+const MAX_BATCH: usize = 4096;
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+const HOUR_MS: u64 = 3_600_000;
+
+pub(crate) enum Msg {
+    /// A record; with a sender when the caller waits until it is durable.
+    Record(UsageRecord, Option<oneshot::Sender<()>>),
+    /// Answer once everything queued before is committed.
+    Flush(oneshot::Sender<()>),
+    /// Commit everything queued before, answer, and exit.
+    Close(oneshot::Sender<()>),
+}
+
+/// What the next transaction commits, and who waits for it.
+#[derive(Default)]
+struct Batch {
+    records: Vec<UsageRecord>,
+    acks: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    /// Takes one message off the queue; returns the close ack if it was `Close`.
+    fn take(&mut self, msg: Msg, shared: &Shared) -> Option<oneshot::Sender<()>> {
+        match msg {
+            Msg::Record(record, ack) => {
+                shared.depth.fetch_sub(1, Ordering::SeqCst);
+                self.records.push(record);
+                self.acks.extend(ack);
+                None
+            }
+            Msg::Flush(ack) => {
+                self.acks.push(ack);
+                None
+            }
+            Msg::Close(ack) => Some(ack),
+        }
+    }
+}
+
+pub(crate) fn run(mut conn: Connection, rx: Receiver<Msg>, shared: &Shared) {
+    lower_priority();
+    let mut batch = Batch::default();
+    let mut was_full = false;
+    // Ends when every `Ledger` is gone without close(): the last batch was committed already.
+    while let Ok(first) = rx.recv() {
+        // Sleep through the batch window instead of waiting on the channel: a receiver blocked
+        // in recv is woken by every send, which cost a context switch per invocation. Not after
+        // a full batch (more are waiting), and not in sync durability, where callers wait for
+        // the commit: there, records that arrive during one commit share the next one.
+        if matches!(first, Msg::Record(..)) && shared.durability == Durability::Batched && !was_full {
+            std::thread::sleep(shared.batch_window);
+        }
+        let mut closing = batch.take(first, shared);
+        while closing.is_none() && batch.records.len() < MAX_BATCH {
+            let Ok(msg) = rx.try_recv() else { break };
+            closing = batch.take(msg, shared);
+        }
+        shared.room.notify_waiters();
+        was_full = batch.records.len() >= MAX_BATCH;
+        commit_with_retry(&mut conn, &mut batch, shared);
+        if let Some(ack) = closing {
+            finish(&mut conn, rx, shared, batch, ack);
+            return;
+        }
+    }
+}
+
+/// After `Close`: record() calls that raced with close() may still be between their check of
+/// `closed` and their send. `depth` counts them (it is raised before the check), so wait until
+/// it is zero, writing what they sent; after that every call sees `closed` and counts a drop.
+/// Without this a record could land in a queue nobody reads, lost and uncounted.
+fn finish(conn: &mut Connection, rx: Receiver<Msg>, shared: &Shared, mut batch: Batch, ack: oneshot::Sender<()>) {
+    let mut acks = vec![ack];
+    loop {
+        while let Ok(msg) = rx.try_recv() {
+            acks.extend(batch.take(msg, shared));
+        }
+        if shared.depth.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    shared.room.notify_waiters();
+    commit_with_retry(conn, &mut batch, shared);
+    // Later flushes find the queue disconnected and return at once.
+    drop(rx);
+    for ack in acks {
+        let _ = ack.send(());
+    }
+}
+
+// Metering must not compete with requests for the cores: a batch insert is ~1 ms of CPU that,
+// at normal priority, preempted a request worker and showed up in its p99.
+fn lower_priority() {
+    // SAFETY: setpriority on the calling thread (Linux threads are tasks) has no preconditions.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) } != 0 {
+        // Called once per writer thread, so this logs once.
+        tracing::warn!(
+            "usage ledger: could not lower the writer thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Commits the batch, retrying with backoff until it lands: records are never dropped on a
+/// write error. Then answers everyone waiting for it and empties it.
+fn commit_with_retry(conn: &mut Connection, batch: &mut Batch, shared: &Shared) {
+    if !batch.records.is_empty() {
+        // Aggregated once, outside the transaction: the write lock is held for the SQL only.
+        let rollups = rollups(&batch.records);
+        let mut delay = RETRY_FIRST;
+        while let Err(e) = commit(conn, &batch.records, &rollups) {
+            let errors = shared.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::error!(
+                write_errors_total = errors,
+                "usage ledger: writing {} records failed, retrying in {delay:?}: {e}",
+                batch.records.len()
+            );
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+        shared.written.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+        batch.records.clear();
+    }
+    for ack in batch.acks.drain(..) {
+        let _ = ack.send(());
+    }
+}
+
+/// One `usage_hourly` row's worth of a batch.
+#[derive(Default)]
+struct Rollup {
+    invocations: u64,
+    cold_starts: u64,
+    ok: u64,
+    failed: u64,
+    wall_us: u64,
+    request_bytes: u64,
+    response_bytes: u64,
+    peak_memory_bytes_max: u64,
+}
+
+/// `(hour_ms, function, revision, source)`: `usage_hourly`'s primary key.
+type RollupKey<'a> = (u64, &'a str, u64, Source);
+
+/// Sums the batch per hour, function, revision and source: one upsert each, not one per record.
+fn rollups(records: &[UsageRecord]) -> HashMap<RollupKey<'_>, Rollup> {
+    let mut rollups: HashMap<RollupKey<'_>, Rollup> = HashMap::new();
+    for r in records {
+        let key = (r.start_ms / HOUR_MS * HOUR_MS, &*r.function, r.revision, r.source);
+        let sum = rollups.entry(key).or_default();
+        sum.invocations += 1;
+        sum.cold_starts += u64::from(r.cold);
+        if r.outcome == crate::Outcome::Ok {
+            sum.ok += 1;
+        } else {
+            sum.failed += 1;
+        }
+        sum.wall_us = sum.wall_us.saturating_add(r.wall_us);
+        sum.request_bytes = sum.request_bytes.saturating_add(r.request_bytes);
+        sum.response_bytes = sum.response_bytes.saturating_add(r.response_bytes);
+        sum.peak_memory_bytes_max = sum.peak_memory_bytes_max.max(r.peak_memory_bytes);
+    }
+    rollups
+}
+
+/// SQLite integers are i64; rusqlite refuses a larger u64, which would fail the batch on every
+/// retry. Saturate instead: no real measurement gets near.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn commit(
+    conn: &mut Connection,
+    records: &[UsageRecord],
+    rollups: &HashMap<RollupKey<'_>, Rollup>,
+) -> rusqlite::Result<()> {
+    // IMMEDIATE: take the write lock up front (and wait busy_timeout for it), rather than fail
+    // mid-transaction when another connection wrote in between.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO usage (function, revision, source, start_ms, wall_us, cold, peak_memory_bytes, outcome,
+                                request_bytes, response_bytes, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for r in records {
+            insert.execute(params![
+                &*r.function,
+                int(r.revision),
+                r.source.as_str(),
+                int(r.start_ms),
+                int(r.wall_us),
+                r.cold,
+                int(r.peak_memory_bytes),
+                r.outcome.as_str(),
+                int(r.request_bytes),
+                int(r.response_bytes),
+                r.status,
+            ])?;
+        }
+        let mut upsert = tx.prepare_cached(UPSERT_HOURLY)?;
+        for (&(hour_ms, function, revision, source), sum) in rollups {
+            upsert.execute(params![
+                int(hour_ms),
+                function,
+                int(revision),
+                source.as_str(),
+                int(sum.invocations),
+                int(sum.cold_starts),
+                int(sum.ok),
+                int(sum.failed),
+                int(sum.wall_us),
+                int(sum.request_bytes),
+                int(sum.response_bytes),
+                int(sum.peak_memory_bytes_max),
+            ])?;
+        }
+    }
+    tx.commit()
+}

@@ -133,9 +133,16 @@ impl WorkerOut {
 
     /// Sends one request and records it, timed from `since`, if `since` is in the measured
     /// window. After an error, reconnects; returns false if that failed too.
-    async fn send(&mut self, conn: &mut Conn, addr: SocketAddr, path: &str, since: Instant, measure_start: Instant) -> bool {
+    async fn send(
+        &mut self,
+        conn: &mut Conn,
+        addr: SocketAddr,
+        path: &str,
+        since: Instant,
+        measure_start: Instant,
+    ) -> bool {
         match conn.get(path).await {
-            Ok((status, _)) => {
+            Ok(status) => {
                 self.answered += 1;
                 if since >= measure_start {
                     self.hist.saturating_record(since.elapsed().as_nanos() as u64);
@@ -171,8 +178,7 @@ impl WorkerOut {
 pub fn run(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
     // This thread drives the runtime (and its timers): wake it close to on time.
     sys::precise_timers_for_this_thread();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run_async(target, spec))
+    crate::block_on(run_async(target, spec))
 }
 
 async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {

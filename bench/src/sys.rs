@@ -28,7 +28,7 @@ pub struct Machine {
     pub loadavg_at_start: String,
 }
 
-pub fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
+fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
@@ -67,7 +67,7 @@ pub fn machine(repo: &Path, wisp_bin: &Path, wasmtime_bin: Option<&Path>, hello:
         cpu_model,
         kernel,
         mem_total_gib,
-        vm_max_map_count: read_trimmed("/proc/sys/vm/max_map_count").and_then(|s| s.parse().ok()),
+        vm_max_map_count: max_map_count(),
         open_files_limit: open_files_limit(),
         git_commit,
         git_dirty,
@@ -82,7 +82,11 @@ pub fn machine(repo: &Path, wisp_bin: &Path, wasmtime_bin: Option<&Path>, hello:
     }
 }
 
-fn open_files_limit() -> Option<u64> {
+pub fn max_map_count() -> Option<u64> {
+    read_trimmed("/proc/sys/vm/max_map_count")?.parse().ok()
+}
+
+pub fn open_files_limit() -> Option<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
@@ -136,7 +140,7 @@ pub fn system_busy() -> Option<f64> {
     Some(busy / clock_ticks())
 }
 
-pub fn loadavg() -> String {
+fn loadavg() -> String {
     read_trimmed("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
@@ -196,12 +200,5 @@ pub fn precise_timers_for_this_thread() {
             0 as libc::c_ulong,
             0 as libc::c_ulong,
         );
-    }
-}
-
-pub fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: sending a signal to a child we spawned.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
     }
 }

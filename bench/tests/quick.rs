@@ -1,12 +1,8 @@
 //! Smoke test: `wisp-bench --quick` runs every scenario and writes the report. No timing
 //! assertions: only that the files exist and every scenario counted some requests.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -20,31 +16,16 @@ fn wisp_bin() -> PathBuf {
     if sibling.exists() {
         return sibling;
     }
-    let release = repo_root().join("target/release/wisp");
+    let release = wisp_testkit::repo_root().join("target/release/wisp");
     if !release.exists() {
         let status = cargo()
             .args(["build", "--release", "-p", "wisp-cli", "--bin", "wisp"])
-            .current_dir(repo_root())
+            .current_dir(wisp_testkit::repo_root())
             .status()
             .expect("running cargo build for wisp");
         assert!(status.success(), "building target/release/wisp failed");
     }
     release
-}
-
-/// The `hello` component, built with the documented command if missing.
-fn hello_wasm() -> PathBuf {
-    let wasm = repo_root().join("functions/target/wasm32-wasip2/release/hello.wasm");
-    if !wasm.exists() {
-        let status = cargo()
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path", "functions/Cargo.toml"])
-            .current_dir(repo_root())
-            .status()
-            .expect("running cargo build for the functions");
-        assert!(status.success(), "building the functions failed");
-    }
-    assert!(wasm.exists(), "{} missing after building the functions", wasm.display());
-    wasm
 }
 
 #[test]
@@ -57,7 +38,7 @@ fn quick_run_writes_a_complete_report() {
         .arg("--wisp-bin")
         .arg(wisp_bin())
         .arg("--wasm")
-        .arg(hello_wasm())
+        .arg(wisp_testkit::wasm_path("hello"))
         .output()
         .expect("running wisp-bench");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -73,7 +54,7 @@ fn quick_run_writes_a_complete_report() {
 
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
-    for scenario in ["warm", "cold", "instantiate", "density", "overhead"] {
+    for scenario in ["warm", "cold", "density", "overhead"] {
         let s = &json[scenario];
         assert!(s.is_object(), "report.json has no `{scenario}`");
         let requests = s["requests"].as_u64().unwrap_or(0);

@@ -192,24 +192,20 @@ async fn run_async(target: &Target, spec: Spec) -> anyhow::Result<RunResult> {
 
     // Samples CPU at the edges of the measured window.
     let pid = target.pid;
+    let sample = move || {
+        (
+            Instant::now(),
+            sys::self_cpu(),
+            pid.and_then(sys::proc_cpu),
+            pid.map(sys::proc_threads_cpu),
+            sys::system_busy(),
+        )
+    };
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(measure_start.into()).await;
-        let t0 = (
-            Instant::now(),
-            sys::self_cpu(),
-            pid.and_then(sys::proc_cpu),
-            pid.map(sys::proc_threads_cpu),
-            sys::system_busy(),
-        );
+        let t0 = sample();
         tokio::time::sleep_until(end.into()).await;
-        let t1 = (
-            Instant::now(),
-            sys::self_cpu(),
-            pid.and_then(sys::proc_cpu),
-            pid.map(sys::proc_threads_cpu),
-            sys::system_busy(),
-        );
-        (t0, t1)
+        (t0, sample())
     });
 
     let mut pacing = None;

@@ -101,11 +101,14 @@ fn latency_cells(l: &Latency) -> Vec<String> {
     [l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us].map(f1).to_vec()
 }
 
-/// Section heading plus, when the section did not run, its status.
-fn heading(s: &mut String, title: &str, status: &crate::Status) {
+/// Section heading, its status unless ok, and its body unless skipped.
+fn section(s: &mut String, title: &str, status: &crate::Status, body: impl FnOnce(&mut String)) {
     let _ = writeln!(s, "## {title}\n");
     if !status.is_ok() {
         let _ = writeln!(s, "{status}\n");
+    }
+    if !matches!(status, crate::Status::Skipped(_)) {
+        body(s);
     }
 }
 
@@ -132,8 +135,35 @@ pub fn markdown(r: &Report) -> String {
     ];
     table(&mut s, &["machine", ""], machine.map(|(k, v)| vec![k.to_string(), v]));
 
-    let w = &r.warm;
-    heading(&mut s, "Warm: `hello`, keep-alive HTTP/1.1, closed loop", &w.status);
+    section(&mut s, "Warm: `hello`, keep-alive HTTP/1.1, closed loop", &r.warm.status, |s| warm(s, &r.warm));
+    section(&mut s, "Cold: first request after deploy with `min_warm=0`", &r.cold.status, |s| cold(s, &r.cold));
+    section(&mut s, "Density: K functions per node", &r.density.status, |s| density(s, &r.density));
+    section(&mut s, "Overhead: one request at a time through the node", &r.overhead.status, |s| {
+        overhead(s, &r.overhead)
+    });
+    if let Some(n) = &r.wisp_node_after_http_scenarios {
+        let _ = writeln!(
+            s,
+            "## The warm node afterwards\n\n{} invocations; SQLite store {:.1} MiB ({:.0} B per invocation); data dir {:.1} MiB; RSS {} MiB, {} threads, {} fds.\n",
+            n.invocations,
+            n.db_bytes as f64 / (1 << 20) as f64,
+            n.db_bytes_per_invocation,
+            n.data_dir_bytes as f64 / (1 << 20) as f64,
+            mib(n.footprint.rss_kib),
+            n.footprint.threads,
+            n.footprint.fds
+        );
+    }
+    if !r.notes.is_empty() {
+        s.push_str("## Notes\n\n");
+        for n in &r.notes {
+            let _ = writeln!(s, "- {n}");
+        }
+    }
+    s
+}
+
+fn warm(s: &mut String, w: &WarmReport) {
     let _ = writeln!(
         s,
         "{} round(s) × {:.1} s after {:.1} s warm-up, alternating targets; CPU in % of one core.\n",
@@ -158,7 +188,7 @@ pub fn markdown(r: &Report) -> String {
         ">cold starts",
     ];
     table(
-        &mut s,
+        s,
         &header,
         w.rows.iter().map(|row| {
             let mut cells = vec![row.target.clone(), row.connections.to_string()];
@@ -183,7 +213,7 @@ pub fn markdown(r: &Report) -> String {
     let _ =
         writeln!(s, "Wisp / baseline (throughput above 1 = Wisp serves more; p99 below 1 = Wisp's tail is lower):\n");
     table(
-        &mut s,
+        s,
         &[">conns", "baseline", ">throughput", ">p50", ">p99"],
         w.ratios.iter().map(|x| {
             vec![x.connections.to_string(), x.baseline.clone(), ratio(x.throughput), ratio(x.p50), ratio(x.p99)]
@@ -215,7 +245,7 @@ pub fn markdown(r: &Report) -> String {
         ">other CPU",
     ];
     table(
-        &mut s,
+        s,
         &header,
         w.open_loop.iter().map(|o| {
             let mut cells = vec![o.target.clone(), o.basis.clone()];
@@ -230,9 +260,9 @@ pub fn markdown(r: &Report) -> String {
             cells
         }),
     );
+}
 
-    let c = &r.cold;
-    heading(&mut s, "Cold: first request after deploy with `min_warm=0`", &c.status);
+fn cold(s: &mut String, c: &ColdReport) {
     let _ = writeln!(
         s,
         "{} functions deployed in {:.2} s; `wisp_cold_starts_total` = 1 for **{} of {}**; second request cold for {}.\n",
@@ -244,7 +274,7 @@ pub fn markdown(r: &Report) -> String {
         ("warm control (hello)", &c.warm_control),
     ];
     table(
-        &mut s,
+        s,
         &["µs", ">min", ">p50", ">p90", ">p99", ">max"],
         rows.map(|(name, l)| vec![name.into(), f1(l.min_us), f1(l.p50_us), f1(l.p90_us), f1(l.p99_us), f1(l.max_us)]),
     );
@@ -255,9 +285,9 @@ pub fn markdown(r: &Report) -> String {
         ratio(c.p50_vs_warm_p50),
         ratio(c.p99_vs_warm_p50)
     );
+}
 
-    let d = &r.density;
-    heading(&mut s, "Density: K functions per node", &d.status);
+fn density(s: &mut String, d: &DensityReport) {
     let _ = writeln!(
         s,
         "vm.max_map_count {}; open files limit {}; budget {:.0} s.\n",
@@ -280,7 +310,7 @@ pub fn markdown(r: &Report) -> String {
         ">fds",
     ];
     table(
-        &mut s,
+        s,
         &header,
         d.levels.iter().map(|lv| {
             let rss = |f: Option<Footprint>| opt(f, |f| mib(f.rss_kib));
@@ -321,15 +351,15 @@ pub fn markdown(r: &Report) -> String {
     if let Some(p) = &d.probe {
         let _ = writeln!(s, "Address-space probe: `{}`\n", p.replace('`', "'"));
     }
+}
 
-    let o = &r.overhead;
-    heading(&mut s, "Overhead: one request at a time through the node", &o.status);
+fn overhead(s: &mut String, o: &OverheadReport) {
     let rows = [
         ("`/fn/hello` over HTTP", &o.http, o.http_cold_starts.to_string()),
         ("`/healthz` over HTTP (no function)", &o.healthz, "".into()),
     ];
     table(
-        &mut s,
+        s,
         &["µs", ">mean", ">p50", ">p90", ">p99", ">p99.9", ">cold"],
         rows.map(|(name, l, cold)| {
             vec![name.into(), f1(l.mean_us), f1(l.p50_us), f1(l.p90_us), f1(l.p99_us), f1(l.p999_us), cold]
@@ -342,27 +372,6 @@ pub fn markdown(r: &Report) -> String {
         opt(o.added_mean_us, f1),
         f1(o.function_p50_over_healthz_us)
     );
-
-    if let Some(n) = &r.wisp_node_after_http_scenarios {
-        let _ = writeln!(
-            s,
-            "## The warm node afterwards\n\n{} invocations; SQLite store {:.1} MiB ({:.0} B per invocation); data dir {:.1} MiB; RSS {} MiB, {} threads, {} fds.\n",
-            n.invocations,
-            n.db_bytes as f64 / (1 << 20) as f64,
-            n.db_bytes_per_invocation,
-            n.data_dir_bytes as f64 / (1 << 20) as f64,
-            mib(n.footprint.rss_kib),
-            n.footprint.threads,
-            n.footprint.fds
-        );
-    }
-    if !r.notes.is_empty() {
-        s.push_str("## Notes\n\n");
-        for n in &r.notes {
-            let _ = writeln!(s, "- {n}");
-        }
-    }
-    s
 }
 
 const COLORS: [(&str, RGBColor); 3] = [
@@ -388,7 +397,12 @@ fn chart(path: &Path, w: &WarmReport) -> anyhow::Result<()> {
         .y_label_area_size(55)
         .build_cartesian_2d((0.8..max_conns * 1.25).log_scale(), (lo / 2.0..hi * 2.0).log_scale())
         .map_err(err)?;
-    lat.configure_mesh().x_desc("connections").draw().map_err(err)?;
+    lat.configure_mesh()
+        .x_desc("connections")
+        .x_label_formatter(&|x| f0(*x))
+        .y_label_formatter(&|y| f0(*y))
+        .draw()
+        .map_err(err)?;
     let max_rps = ok().map(|r| r.rps).fold(1.0, f64::max);
     let mut tput = ChartBuilder::on(&right)
         .caption("throughput (req/s)", ("sans-serif", 16))
@@ -397,7 +411,12 @@ fn chart(path: &Path, w: &WarmReport) -> anyhow::Result<()> {
         .y_label_area_size(65)
         .build_cartesian_2d((0.8..max_conns * 1.25).log_scale(), 0.0..max_rps * 1.15)
         .map_err(err)?;
-    tput.configure_mesh().x_desc("connections").draw().map_err(err)?;
+    tput.configure_mesh()
+        .x_desc("connections")
+        .x_label_formatter(&|x| f0(*x))
+        .y_label_formatter(&|y| f0(*y))
+        .draw()
+        .map_err(err)?;
     for (name, color) in COLORS {
         let rows: Vec<_> = ok().filter(|r| r.target == name).collect();
         let points = |f: fn(&crate::warm::WarmRow) -> f64| rows.iter().map(move |r| (r.connections as f64, f(r)));

@@ -76,7 +76,8 @@ pub struct LedgerConfig {
     /// When a record counts as written.
     pub durability: Durability,
     /// How long a write waits for a lock held by another connection before the batch fails
-    /// (and is retried). Lowered by tests.
+    /// (and is retried); also how long the legacy import waits for the registry's lock on
+    /// `wisp.db`. Lowered by tests.
     pub busy_timeout: Duration,
 }
 
@@ -177,7 +178,7 @@ impl Ledger {
         let mut conn = schema::open_writer(&path, synchronous, config.busy_timeout)?;
         schema::migrate(&mut conn)?;
         // Before the writer starts, so imported rows keep the oldest ids.
-        let imported = schema::import_legacy(&mut conn, &data_dir.join("wisp.db"))?;
+        let imported = schema::import_legacy(&mut conn, &data_dir.join("wisp.db"), config.busy_timeout)?;
         if imported > 0 {
             tracing::info!(records = imported, "usage ledger: imported the usage table from wisp.db");
         }

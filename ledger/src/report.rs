@@ -124,19 +124,37 @@ fn u64_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
     })
 }
 
+/// `?1 IS NULL` keeps the parameter list fixed while letting SQLite use the function indexes
+/// when there is a filter (an `OR` of both would defeat them).
+fn filter(function: Option<&str>) -> &'static str {
+    if function.is_some() { "function = ?1" } else { "?1 IS NULL" }
+}
+
+/// Totals per function and source, from the rollups only (`?1`: function or NULL).
+fn summary_sql(filter: &str) -> String {
+    format!(
+        "SELECT function, source, SUM(invocations), SUM(cold_starts), SUM(ok), SUM(failed), SUM(wall_us),
+                SUM(request_bytes), SUM(response_bytes), MAX(peak_memory_bytes_max)
+         FROM usage_hourly WHERE {filter} GROUP BY function, source ORDER BY function, source"
+    )
+}
+
+/// The newest raw records (`?1`: function or NULL, `?2`: limit), walking an index backwards.
+fn records_sql(filter: &str) -> String {
+    format!(
+        "SELECT id, function, revision, source, start_ms, wall_us, cold, peak_memory_bytes, outcome,
+                request_bytes, response_bytes, status
+         FROM usage WHERE {filter} ORDER BY id DESC LIMIT ?2"
+    )
+}
+
 pub(crate) fn report(conn: &mut Connection, query: &UsageQuery) -> rusqlite::Result<UsageReport> {
-    // `?1 IS NULL` keeps the parameter list fixed while letting SQLite use the function
-    // indexes when there is a filter (an `OR` of both would defeat them).
-    let filter = if query.function.is_some() { "function = ?1" } else { "?1 IS NULL" };
+    let filter = filter(query.function.as_deref());
     // One read transaction: totals and records come from the same snapshot.
     let tx = conn.transaction()?;
     let mut summary: Vec<UsageSummary> = Vec::new();
     {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT function, source, SUM(invocations), SUM(cold_starts), SUM(ok), SUM(failed), SUM(wall_us),
-                    SUM(request_bytes), SUM(response_bytes), MAX(peak_memory_bytes_max)
-             FROM usage_hourly WHERE {filter} GROUP BY function, source ORDER BY function, source"
-        ))?;
+        let mut stmt = tx.prepare_cached(&summary_sql(filter))?;
         let mut rows = stmt.query(params![query.function])?;
         while let Some(r) = rows.next()? {
             let function: String = r.get(0)?;
@@ -157,11 +175,7 @@ pub(crate) fn report(conn: &mut Connection, query: &UsageQuery) -> rusqlite::Res
         }
     }
     let records = {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT id, function, revision, source, start_ms, wall_us, cold, peak_memory_bytes, outcome,
-                    request_bytes, response_bytes, status
-             FROM usage WHERE {filter} ORDER BY id DESC LIMIT ?2"
-        ))?;
+        let mut stmt = tx.prepare_cached(&records_sql(filter))?;
         stmt.query_map(params![query.function, query.limit], |r| {
             Ok(StoredUsage {
                 id: u64_at(r, 0)?,
@@ -182,4 +196,44 @@ pub(crate) fn report(conn: &mut Connection, query: &UsageQuery) -> rusqlite::Res
     };
     tx.finish()?;
     Ok(UsageReport { summary, records })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan's steps, one per line, e.g. `SEARCH usage USING INDEX usage_function (function=?)`.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let values = [rusqlite::types::Value::Null, rusqlite::types::Value::Integer(10)];
+        let n = stmt.parameter_count();
+        stmt.query_map(rusqlite::params_from_iter(&values[..n]), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn tables(plan: &[String]) -> Vec<&str> {
+        let steps = plan.iter().filter(|step| step.starts_with("SCAN") || step.starts_with("SEARCH"));
+        steps.filter_map(|step| step.split_whitespace().nth(1)).collect()
+    }
+
+    #[test]
+    fn reports_read_rollups_and_walk_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&mut conn).unwrap();
+        for function in [None, Some("hello")] {
+            let filter = filter(function);
+            // Totals never touch the raw table, whatever its size.
+            let summary = plan(&conn, &summary_sql(filter));
+            assert!(tables(&summary).iter().all(|t| *t == "usage_hourly"), "{summary:?}");
+            assert!(summary.iter().all(|step| !step.contains("TEMP B-TREE")), "{summary:?}");
+            // Records come off an index in id order: no scan-and-sort of the raw table.
+            let records = plan(&conn, &records_sql(filter));
+            assert!(records.iter().all(|step| !step.contains("TEMP B-TREE")), "{records:?}");
+            if function.is_some() {
+                assert!(records.iter().any(|step| step.contains("INDEX usage_function")), "{records:?}");
+            }
+        }
+    }
 }

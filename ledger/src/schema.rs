@@ -43,7 +43,8 @@ const MIGRATIONS: &[M<'static>] = &[
             peak_memory_bytes_max INTEGER NOT NULL,
             PRIMARY KEY (hour_ms, function, revision, source)
          );
-         CREATE INDEX usage_hourly_function ON usage_hourly (function);
+         -- Summaries group by (function, source): read in that order, no sort.
+         CREATE INDEX usage_hourly_function ON usage_hourly (function, source);
          CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);",
     ),
 ];
@@ -83,9 +84,6 @@ const ROLLUP_FROM_RAW: &str = "
         response_bytes = response_bytes + excluded.response_bytes,
         peak_memory_bytes_max = MAX(peak_memory_bytes_max, excluded.peak_memory_bytes_max)";
 
-/// The registry's database may be busy with a deploy; wait for it as the registry does.
-const LEGACY_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Opens (creating) `ledger.db` for writing, in WAL mode.
 pub(crate) fn open_writer(path: &Path, synchronous: &str, busy_timeout: Duration) -> Result<Connection, LedgerError> {
     let conn = Connection::open(path)?;
@@ -122,14 +120,21 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
 /// ledger transaction that also sets `meta.legacy_import`; only then is the old table dropped.
 /// A crash in between leaves the marker, and the next open only drops: nothing is lost or
 /// counted twice. Returns how many rows were imported.
-pub(crate) fn import_legacy(conn: &mut Connection, registry_db: &Path) -> Result<u64, LedgerError> {
+///
+/// `busy_timeout` (the ledger's, 10 s by default, as the registry's own) bounds the wait for
+/// the registry's write lock before the drop.
+pub(crate) fn import_legacy(
+    conn: &mut Connection,
+    registry_db: &Path,
+    busy_timeout: Duration,
+) -> Result<u64, LedgerError> {
     if !registry_db.exists() {
         return Ok(0);
     }
     // Never create wisp.db (the registry owns it), and touch nothing but its usage table.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-    let legacy = Connection::open_with_flags(registry_db, flags)?;
-    legacy.busy_timeout(LEGACY_BUSY_TIMEOUT)?;
+    let mut legacy = Connection::open_with_flags(registry_db, flags)?;
+    legacy.busy_timeout(busy_timeout)?;
     let has_table = legacy
         .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'", [], |_| Ok(()))
         .optional()?
@@ -145,19 +150,26 @@ pub(crate) fn import_legacy(conn: &mut Connection, registry_db: &Path) -> Result
     let imported = if done { 0 } else { copy_legacy(conn, registry_db)? };
     // The rows are safe in ledger.db now. If the registry holds its lock past the timeout, keep
     // going: the marker makes the next open retry the drop, and nothing reads the old table.
-    let dropped = legacy.execute_batch(
-        "BEGIN IMMEDIATE;
-         DROP TABLE IF EXISTS usage;
-         DELETE FROM sqlite_sequence WHERE name = 'usage';
-         COMMIT;",
-    );
-    if let Err(e) = dropped {
-        let _ = legacy.execute_batch("ROLLBACK");
+    if let Err(e) = drop_legacy(&mut legacy) {
         tracing::warn!(
             "usage ledger: could not drop the imported usage table from wisp.db (retried at the next start): {e}"
         );
     }
     Ok(imported)
+}
+
+/// Drops the old table and its AUTOINCREMENT counter; nothing else in wisp.db.
+fn drop_legacy(legacy: &mut Connection) -> rusqlite::Result<()> {
+    let tx = legacy.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch("DROP TABLE IF EXISTS usage")?;
+    let has_sequence = tx
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'", [], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if has_sequence {
+        tx.execute("DELETE FROM sqlite_sequence WHERE name = 'usage'", [])?;
+    }
+    tx.commit()
 }
 
 fn copy_legacy(conn: &mut Connection, registry_db: &Path) -> Result<u64, LedgerError> {
@@ -170,7 +182,11 @@ fn copy_legacy(conn: &mut Connection, registry_db: &Path) -> Result<u64, LedgerE
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute("ATTACH DATABASE ?1 AS legacy", [path])?;
     let result = (|| -> Result<u64, LedgerError> {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Deferred, and writing the marker first: that takes the write lock on ledger.db only.
+        // (IMMEDIATE would also take wisp.db's, and wait on the registry for no reason: in WAL
+        // mode reading the old table does not.)
+        let tx = conn.transaction()?;
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('legacy_import', 'done')", [])?;
         let after: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM main.usage", [], |r| r.get(0))?;
         let first: Option<i64> = tx.query_row("SELECT MIN(id) FROM legacy.usage", [], |r| r.get(0))?;
         // Old ids are kept (they are what clients saw) unless the ledger already has rows in
@@ -187,7 +203,6 @@ fn copy_legacy(conn: &mut Connection, registry_db: &Path) -> Result<u64, LedgerE
             [],
         )?;
         tx.execute(ROLLUP_FROM_RAW, [after])?;
-        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('legacy_import', 'done')", [])?;
         tx.commit()?;
         Ok(n as u64)
     })();

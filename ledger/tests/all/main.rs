@@ -313,6 +313,32 @@ async fn crash_between_import_and_drop_neither_loses_nor_duplicates() {
 }
 
 #[tokio::test]
+async fn legacy_drop_blocked_by_the_registry_is_retried_at_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = legacy_db(dir.path(), 6);
+    let wisp_db = dir.path().join("wisp.db");
+    // The registry keeps wisp.db in WAL mode and is writing (a deploy) while the node starts.
+    let registry = Connection::open(&wisp_db).unwrap();
+    registry.pragma_update(None, "journal_mode", "WAL").unwrap();
+    registry.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    // The copy only reads wisp.db, so it goes through; the drop times out and is left for later.
+    let ledger = Ledger::open(dir.path(), impatient()).unwrap();
+    assert_eq!(ledger.report(all(100)).await.unwrap().summary, expected_summary(&legacy));
+    ledger.close().await;
+    drop(ledger);
+    registry.execute_batch("COMMIT").unwrap();
+    assert!(has_usage_table(&wisp_db));
+
+    let ledger = Ledger::open(dir.path(), impatient()).unwrap();
+    let report = ledger.report(all(100)).await.unwrap();
+    assert_eq!(report.records.len(), 6);
+    assert_eq!(report.summary, expected_summary(&legacy));
+    assert!(!has_usage_table(&wisp_db));
+    ledger.close().await;
+}
+
+#[tokio::test]
 async fn legacy_rows_whose_ids_are_taken_are_appended() {
     let dir = tempfile::tempdir().unwrap();
     // A ledger that already has records, then a wisp.db with a usage table it never imported
@@ -566,4 +592,14 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
     let older: StoredUsage = serde_json::from_str(r#"{ "id": 1, "function": "f", "outcome": "ok" }"#).unwrap();
     assert_eq!((older.source, older.outcome), (Source::Http, Outcome::Ok));
     assert_eq!(serde_json::from_str::<UsageReport>("{}").unwrap(), UsageReport::default());
+}
+
+#[test]
+fn handles_are_shareable_and_committed_is_a_plain_future() {
+    fn committed<T: Future<Output = ()> + Send + Unpin + 'static>() {}
+    fn shared<T: Clone + Send + Sync + 'static>() {}
+    committed::<wisp_ledger::Committed>();
+    shared::<Ledger>();
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    error::<wisp_ledger::LedgerError>();
 }

@@ -17,7 +17,7 @@ pub struct NodeAfter {
     /// All invocations the node counted (`wisp_invocations_total`).
     pub invocations: u64,
     pub data_dir_bytes: u64,
-    /// SQLite store (wisp.db + WAL): registry plus one usage row per invocation.
+    /// SQLite stores (every `*.db*` file in the data dir, WAL included): registry and usage ledger.
     pub db_bytes: u64,
     pub db_bytes_per_invocation: f64,
     pub footprint: Footprint,
@@ -30,8 +30,13 @@ pub fn node_after(wisp: &Target, data: &Path) -> Option<NodeAfter> {
         .filter(|(s, _)| s.starts_with("wisp_invocations_total{"))
         .map(|(_, v)| v)
         .sum::<f64>() as u64;
-    let db_bytes =
-        ["wisp.db", "wisp.db-wal"].iter().map(|f| std::fs::metadata(data.join(f)).map_or(0, |m| m.len())).sum();
+    let db_bytes = std::fs::read_dir(data)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".db"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum();
     Some(NodeAfter {
         invocations,
         data_dir_bytes: crate::dir_size(data),
@@ -144,7 +149,7 @@ pub fn markdown(r: &Report) -> String {
     if let Some(n) = &r.wisp_node_after_http_scenarios {
         let _ = writeln!(
             s,
-            "## The warm node afterwards\n\n{} invocations; SQLite store {:.1} MiB ({:.0} B per invocation); data dir {:.1} MiB; RSS {} MiB, {} threads, {} fds.\n",
+            "## The warm node afterwards\n\n{} invocations; SQLite stores {:.1} MiB ({:.0} B per invocation); data dir {:.1} MiB; RSS {} MiB, {} threads, {} fds.\n",
             n.invocations,
             n.db_bytes as f64 / (1 << 20) as f64,
             n.db_bytes_per_invocation,

@@ -41,11 +41,7 @@ pub struct Unreachable {
 
 impl fmt::Display for Unreachable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot reach the Wisp node at {}: {} (is `wisp up` running?)",
-            self.node, self.detail
-        )
+        write!(f, "cannot reach the Wisp node at {}: {} (is `wisp up` running?)", self.node, self.detail)
     }
 }
 
@@ -60,11 +56,7 @@ impl Client {
     /// `node` is the base URL (`http://127.0.0.1:8080`); a bare `host:port` means http.
     pub fn new(node: &str) -> Self {
         let node = node.trim().trim_end_matches('/');
-        let base = if node.contains("://") {
-            node.to_owned()
-        } else {
-            format!("http://{node}")
-        };
+        let base = if node.contains("://") { node.to_owned() } else { format!("http://{node}") };
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout_read(IO_TIMEOUT)
@@ -108,9 +100,7 @@ impl Client {
             return Err(api_error(resp).into());
         }
         let mut bytes = Vec::new();
-        resp.into_reader()
-            .read_to_end(&mut bytes)
-            .context("reading the node's answer")?;
+        resp.into_reader().read_to_end(&mut bytes).context("reading the node's answer")?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
@@ -120,9 +110,7 @@ impl Client {
     }
 
     fn transport_error(&self, t: &ureq::Transport) -> anyhow::Error {
-        let mut detail = t
-            .message()
-            .map_or_else(|| t.kind().to_string(), str::to_owned);
+        let mut detail = t.message().map_or_else(|| t.kind().to_string(), str::to_owned);
         let mut source = std::error::Error::source(t);
         while let Some(cause) = source {
             let text = cause.to_string();
@@ -132,11 +120,9 @@ impl Client {
             source = cause.source();
         }
         match t.kind() {
-            ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => Unreachable {
-                node: self.base.clone(),
-                detail,
+            ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => {
+                Unreachable { node: self.base.clone(), detail }.into()
             }
-            .into(),
             ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => {
                 anyhow::anyhow!("invalid node URL {}: {detail}", self.base)
             }
@@ -150,10 +136,7 @@ pub fn api_error(resp: ureq::Response) -> ApiError {
     let status = resp.status();
     let reason = resp.status_text().to_owned();
     let mut bytes = Vec::new();
-    let _ = resp
-        .into_reader()
-        .take(MAX_ERROR_BODY)
-        .read_to_end(&mut bytes);
+    let _ = resp.into_reader().take(MAX_ERROR_BODY).read_to_end(&mut bytes);
     let body = String::from_utf8_lossy(&bytes);
     let message = error_message(&body).unwrap_or_else(|| {
         let text = body.trim();
@@ -161,11 +144,7 @@ pub fn api_error(resp: ureq::Response) -> ApiError {
             reason
         } else {
             let short: String = text.chars().take(300).collect();
-            if short.len() < text.len() {
-                format!("{short}…")
-            } else {
-                short
-            }
+            if short.len() < text.len() { format!("{short}…") } else { short }
         }
     });
     ApiError { status, message }
@@ -201,10 +180,7 @@ mod tests {
 
     #[test]
     fn error_messages() {
-        assert_eq!(
-            error_message(r#"{"error":"no function named x"}"#).as_deref(),
-            Some("no function named x")
-        );
+        assert_eq!(error_message(r#"{"error":"no function named x"}"#).as_deref(), Some("no function named x"));
         assert_eq!(error_message(r#"{"error": 3}"#), None);
         assert_eq!(error_message("plain text"), None);
         assert_eq!(error_message("[1]"), None);
@@ -219,19 +195,13 @@ mod tests {
 
     #[test]
     fn base_url() {
-        assert_eq!(
-            Client::new("http://127.0.0.1:8080/").base,
-            "http://127.0.0.1:8080"
-        );
+        assert_eq!(Client::new("http://127.0.0.1:8080/").base, "http://127.0.0.1:8080");
         assert_eq!(Client::new("localhost:9000").base, "http://localhost:9000");
     }
 
     #[test]
     fn error_display() {
-        let e = ApiError {
-            status: 404,
-            message: "no function named x".into(),
-        };
+        let e = ApiError { status: 404, message: "no function named x".into() };
         assert_eq!(e.to_string(), "no function named x (HTTP 404)");
     }
 }

@@ -41,18 +41,10 @@ pub fn duration_ms(ms: u64) -> String {
         }
     } else if ms < HOUR {
         let (m, s) = (ms / MIN, ms % MIN / SEC);
-        if s == 0 {
-            format!("{m}m")
-        } else {
-            format!("{m}m{s}s")
-        }
+        if s == 0 { format!("{m}m") } else { format!("{m}m{s}s") }
     } else {
         let (h, m) = (ms / HOUR, ms % HOUR / MIN);
-        if m == 0 {
-            format!("{h}h")
-        } else {
-            format!("{h}h{m}m")
-        }
+        if m == 0 { format!("{h}h") } else { format!("{h}h{m}m") }
     }
 }
 
@@ -81,12 +73,7 @@ pub fn utc(ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3_600, rem % 3_600 / 60, rem % 60)
 }
 
 /// `sha256:abcd1234…`: the algorithm and the first 8 digits.
@@ -96,18 +83,12 @@ pub fn short_hash(hash: &str) -> String {
         return hash.to_owned();
     }
     let short: String = digest.chars().take(8).collect();
-    if algo.is_empty() {
-        format!("{short}…")
-    } else {
-        format!("{algo}:{short}…")
-    }
+    if algo.is_empty() { format!("{short}…") } else { format!("{algo}:{short}…") }
 }
 
 /// Milliseconds since the unix epoch, now.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

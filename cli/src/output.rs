@@ -6,9 +6,9 @@ use std::process::ExitCode;
 /// How commands print their answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
-    // Aligned, human-readable text.
+    /// Aligned, human-readable text.
     Table,
-    // The node's JSON answer, unchanged.
+    /// The node's JSON answer, unchanged.
     Json,
 }
 
@@ -25,11 +25,9 @@ pub fn print(text: &str) -> io::Result<()> {
 /// Prints `error: ...` to stderr and picks the exit code: 1, or 0 if stdout was simply closed
 /// early (`wisp logs f | head`).
 pub fn report(err: anyhow::Error) -> ExitCode {
-    let closed_pipe = err.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    });
+    let closed_pipe = err
+        .chain()
+        .any(|cause| cause.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe));
     if closed_pipe {
         return ExitCode::SUCCESS;
     }

@@ -9,10 +9,7 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&str]) -> Self {
-        Self {
-            header: header.iter().map(|h| (*h).to_owned()).collect(),
-            rows: Vec::new(),
-        }
+        Self { header: header.iter().map(|h| (*h).to_owned()).collect(), rows: Vec::new() }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -21,9 +18,8 @@ impl Table {
 
     /// The table as text, each line prefixed with `indent` and ended by a newline.
     pub fn render(&self, indent: &str) -> String {
-        let lines: Vec<&[String]> = std::iter::once(self.header.as_slice())
-            .chain(self.rows.iter().map(Vec::as_slice))
-            .collect();
+        let lines: Vec<&[String]> =
+            std::iter::once(self.header.as_slice()).chain(self.rows.iter().map(Vec::as_slice)).collect();
         let columns = lines.iter().map(|l| l.len()).max().unwrap_or(0);
         let mut widths = vec![0; columns];
         for line in &lines {
@@ -52,11 +48,7 @@ impl Table {
 
 /// `key: value` lines with the values aligned, each prefixed with `indent`.
 pub fn key_values(pairs: &[(&str, String)], indent: &str) -> String {
-    let width = pairs
-        .iter()
-        .map(|(k, _)| k.chars().count() + 1)
-        .max()
-        .unwrap_or(0);
+    let width = pairs.iter().map(|(k, _)| k.chars().count() + 1).max().unwrap_or(0);
     let mut out = String::new();
     for (key, value) in pairs {
         let label = format!("{key}:");
@@ -89,10 +81,7 @@ mod tests {
         let mut t = Table::new(&["HASH", "X"]);
         t.row(vec!["sha256:ab…".into(), "".into()]);
         t.row(vec!["s".into(), "1".into()]);
-        assert_eq!(
-            t.render("  "),
-            "  HASH        X\n  sha256:ab…\n  s           1\n"
-        );
+        assert_eq!(t.render("  "), "  HASH        X\n  sha256:ab…\n  s           1\n");
     }
 
     #[test]
@@ -102,14 +91,7 @@ mod tests {
 
     #[test]
     fn key_value_lines() {
-        let text = key_values(
-            &[
-                ("name", "hello".into()),
-                ("min warm", "1".into()),
-                ("x", "".into()),
-            ],
-            "  ",
-        );
+        let text = key_values(&[("name", "hello".into()), ("min warm", "1".into()), ("x", "".into())], "  ");
         assert_eq!(text, "  name:     hello\n  min warm: 1\n  x:\n");
     }
 }

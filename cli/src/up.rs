@@ -1,17 +1,26 @@
-//! `wisp up`: one process running gateway + scheduler + runtime on an embedded store.
+//! `wisp up`: the composition root. Builds the ledger, the Wasm runtime, the scheduler and the
+//! gateway, owns the one cancellation token, and shuts down in order: stop ingress, drain
+//! in-flight work, flush the ledger.
 
 use anyhow::Context;
+use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use wisp_gateway::GatewayConfig;
-use wisp_scheduler::{NodeConfig, Scheduler, parse_duration, parse_size};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wisp_gateway::{Gateway, GatewayConfig};
+use wisp_ledger::{Durability, Ledger, LedgerConfig};
+use wisp_runtime::MemoryBudget;
+use wisp_runtime::wasm::{WasmConfig, WasmRuntime};
+use wisp_scheduler::{Scheduler, SchedulerConfig, parse_duration, parse_size};
 
 /// Run a Wisp node in the foreground (gateway + scheduler + runtime)
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
-    /// Where the node keeps its store, components and compile cache
+    /// Where the node keeps its registry, ledger, components and compile cache
     #[arg(long, default_value = "./.wisp", value_name = "DIR")]
     data_dir: PathBuf,
     /// Address for function invocations and the admin API (port 0 picks a free port)
@@ -26,24 +35,125 @@ pub struct UpArgs {
     /// Largest linear memory a function may be granted
     #[arg(long, default_value = "1Gi", value_name = "SIZE")]
     max_memory: String,
+    /// Node-wide budget for guest memory and buffered request bodies [default: 3/4 of RAM]
+    #[arg(long, value_name = "SIZE")]
+    memory_budget: Option<String>,
     /// Bytes of each linear memory kept resident (reset with memset) when a pool slot is reused
     #[arg(long, default_value = "2Mi", value_name = "SIZE")]
     memory_keep_resident: String,
+    /// Host resources (streams, headers, bodies...) one instance may hold at once
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_resources: usize,
+    /// Largest total size of one set of HTTP headers a function creates
+    #[arg(long, default_value = "128Ki", value_name = "SIZE")]
+    max_field_size: String,
     /// Ready instances kept per revision at most
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_ready: usize,
-    /// How often the scaler re-evaluates pool targets
+    /// How often the autoscaler re-evaluates pool targets
     #[arg(long, default_value = "1s", value_name = "DURATION")]
     scale_interval: String,
-    /// Requests handled at once before new ones get 429
+    /// Function requests handled at once by the node before new ones get 429
     #[arg(long, default_value_t = 1024, value_name = "N")]
     max_concurrency: usize,
+    /// Invocations one function may run at once unless it sets max_concurrency (then 429)
+    /// [default: a quarter of --pool-instances]
+    #[arg(long, value_name = "N")]
+    function_concurrency: Option<u32>,
+    /// Client connections served at once; more wait until one closes
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    max_connections: usize,
+    /// Time a client has to send request headers; also how long an idle keep-alive connection stays open
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    header_read_timeout: String,
+    /// Longest pause allowed between two chunks of a request body
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    body_read_timeout: String,
+    /// Time a component upload may take in all
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    upload_timeout: String,
     /// Largest component upload accepted
     #[arg(long, default_value = "64Mi", value_name = "SIZE")]
     max_component_size: String,
+    /// How long shutdown waits for in-flight requests and events
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    drain_timeout: String,
+    /// Usage records queued for the ledger writer at most (beyond, they are dropped and counted)
+    #[arg(long, default_value_t = 65_536, value_name = "N")]
+    ledger_queue: usize,
+    /// Commit each invocation's usage record (fsync) before answering it, instead of in
+    /// batches every 20ms (which a crash of the machine can lose)
+    #[arg(long)]
+    ledger_sync: bool,
     /// Worker threads for request handling (default: one per core)
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+}
+
+/// Every setting of the node, validated before anything starts.
+struct NodeConfig {
+    wasm: WasmConfig,
+    memory_budget: u64,
+    scheduler: SchedulerConfig,
+    gateway: GatewayConfig,
+    ledger: LedgerConfig,
+}
+
+fn size_flag(flag: &str, value: &str) -> anyhow::Result<u64> {
+    parse_size(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
+fn duration_flag(flag: &str, value: &str) -> anyhow::Result<Duration> {
+    parse_duration(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
+/// Three quarters of physical memory, or 4 GiB if the machine will not say.
+fn default_memory_budget() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 on error.
+    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if pages > 0 && page > 0 { (pages as u64).saturating_mul(page as u64) / 4 * 3 } else { 4 << 30 }
+}
+
+impl NodeConfig {
+    /// Rejects bad flags before binding anything, so they are not discovered on first use.
+    fn from_args(args: &UpArgs) -> anyhow::Result<Self> {
+        anyhow::ensure!(args.pool_instances > 0, "--pool-instances must be above 0");
+        anyhow::ensure!(args.max_connections > 0, "--max-connections must be above 0");
+        anyhow::ensure!(args.max_concurrency > 0, "--max-concurrency must be above 0");
+        anyhow::ensure!(args.ledger_queue > 0, "--ledger-queue must be above 0");
+        let wasm = WasmConfig {
+            pool_instances: args.pool_instances,
+            max_memory_bytes: size_flag("--max-memory", &args.max_memory)?,
+            memory_keep_resident: size_flag("--memory-keep-resident", &args.memory_keep_resident)? as usize,
+            max_resources: args.max_resources,
+            max_field_size: size_flag("--max-field-size", &args.max_field_size)? as usize,
+            ..WasmConfig::default()
+        };
+        let memory_budget = match &args.memory_budget {
+            Some(v) => size_flag("--memory-budget", v)?,
+            None => default_memory_budget(),
+        };
+        let mut scheduler = SchedulerConfig::new(&args.data_dir);
+        scheduler.max_ready = args.max_ready;
+        scheduler.scale_interval = duration_flag("--scale-interval", &args.scale_interval)?;
+        scheduler.function_concurrency = args.function_concurrency.unwrap_or((args.pool_instances / 4).max(1));
+        anyhow::ensure!(scheduler.function_concurrency > 0, "--function-concurrency must be above 0");
+        let gateway = GatewayConfig {
+            max_concurrency: args.max_concurrency,
+            max_connections: args.max_connections,
+            max_component_bytes: size_flag("--max-component-size", &args.max_component_size)?,
+            header_read_timeout: duration_flag("--header-read-timeout", &args.header_read_timeout)?,
+            body_read_timeout: duration_flag("--body-read-timeout", &args.body_read_timeout)?,
+            upload_timeout: duration_flag("--upload-timeout", &args.upload_timeout)?,
+            drain_timeout: duration_flag("--drain-timeout", &args.drain_timeout)?,
+        };
+        let ledger = LedgerConfig {
+            queue_capacity: args.ledger_queue,
+            durability: if args.ledger_sync { Durability::Sync } else { Durability::Batched },
+            ..LedgerConfig::default()
+        };
+        Ok(Self { wasm, memory_budget, scheduler, gateway, ledger })
+    }
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -51,32 +161,34 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn".into()),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let mut config = NodeConfig::new(&args.data_dir);
-    config.runtime.pool_instances = args.pool_instances;
-    config.runtime.max_memory_bytes = size_flag("--max-memory", &args.max_memory)?;
-    config.runtime.memory_keep_resident = size_flag("--memory-keep-resident", &args.memory_keep_resident)? as usize;
-    config.max_ready = args.max_ready;
-    config.scale_interval = parse_duration(&args.scale_interval).map_err(|e| anyhow::anyhow!("--scale-interval: {e}"))?;
-    let gateway = GatewayConfig {
-        max_concurrency: args.max_concurrency,
-        max_component_bytes: size_flag("--max-component-size", &args.max_component_size)?,
-        ..GatewayConfig::default()
-    };
+    let config = NodeConfig::from_args(&args)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.workers {
         runtime.worker_threads(n);
     }
-    runtime.enable_all().build()?.block_on(serve(args, config, gateway))
+    runtime.enable_all().build()?.block_on(serve(args, config))
 }
 
-fn size_flag(flag: &str, value: &str) -> anyhow::Result<u64> {
-    parse_size(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
-}
+async fn serve(args: UpArgs, config: NodeConfig) -> anyhow::Result<()> {
+    let data_dir = &args.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let shutdown = CancellationToken::new();
+    let mut registry = Registry::default();
 
-async fn serve(args: UpArgs, config: NodeConfig, gateway: GatewayConfig) -> anyhow::Result<()> {
-    let scheduler = Scheduler::open(config).await.with_context(|| format!("opening {}", args.data_dir.display()))?;
+    let ledger = Ledger::open(data_dir, config.ledger)
+        .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
+    let budget = MemoryBudget::new(config.memory_budget);
+    let wasm = WasmRuntime::new(config.wasm, &data_dir.join("cache"), budget).context("starting the Wasm runtime")?;
+    let scheduler = Scheduler::new(config.scheduler, wasm, ledger.clone(), &mut registry)
+        .await
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let autoscaler = scheduler.spawn_autoscaler(shutdown.child_token());
+    let drain_timeout = config.gateway.drain_timeout;
+    let gateway = Gateway::new(scheduler.clone(), config.gateway, &mut registry);
+
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -87,12 +199,18 @@ async fn serve(args: UpArgs, config: NodeConfig, gateway: GatewayConfig) -> anyh
         println!("wisp: manage with   wisp --node http://{addr} ls | describe NAME | logs NAME | usage");
     }
     std::io::stdout().flush()?;
-    let restored = scheduler.list().len();
-    let cache = scheduler.cache_stats();
-    tracing::info!(%addr, functions = restored, cache_hits = cache.hits, cache_misses = cache.misses, "node up");
+    tracing::info!(%addr, functions = scheduler.list().len(), "node up");
 
-    wisp_gateway::serve(listener, scheduler.clone(), gateway, shutdown_signal()).await?;
-    scheduler.shutdown().await;
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    // 1. ingress: the gateway stops accepting and drains its connections.
+    gateway.serve(listener, Arc::new(registry), shutdown.clone()).await;
+    // 2. work admitted from any source finishes.
+    if !scheduler.drain(drain_timeout).await {
+        tracing::warn!("shutdown: invocations still running after {drain_timeout:?}");
+    }
+    let _ = autoscaler.await;
+    // 3. the ledger writes everything it was given.
+    ledger.close().await;
     tracing::info!("node stopped; usage ledger flushed");
     Ok(())
 }
@@ -108,7 +226,7 @@ async fn deploy_dir(scheduler: &Scheduler, dir: &Path, addr: SocketAddr) -> anyh
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else { continue };
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let hash = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        let unchanged = scheduler.describe(name).is_ok_and(|f| f.component_hash == hash);
+        let unchanged = scheduler.describe(name).await.is_ok_and(|f| f.component_hash == hash);
         if !unchanged {
             match scheduler.deploy(name, &[], bytes.into()).await {
                 Ok(f) => tracing::info!(function = name, revision = f.revision, "deployed from {}", path.display()),
@@ -123,11 +241,18 @@ async fn deploy_dir(scheduler: &Scheduler, dir: &Path, addr: SocketAddr) -> anyh
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+async fn signal_shutdown(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!("cannot handle SIGTERM: {e}");
+            return;
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     tracing::info!("shutting down: draining in-flight requests");
+    shutdown.cancel();
 }

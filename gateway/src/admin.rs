@@ -1,11 +1,24 @@
-//! The `/v1/` admin API (see docs/admin-api.md): JSON in, JSON out.
+//! The `/v1/` admin API (see docs/admin-api.md): JSON in, JSON out. Not subject to the function
+//! concurrency limit, so it keeps answering while functions are saturated.
 
-use crate::{ApiError, Gateway, Resp, json_response, text_response};
+use crate::{ApiError, Body, Gateway, Resp, json_response, text_response};
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use std::pin::Pin;
+use std::time::Duration;
+use wisp_scheduler::{BodyError, UsageQuery, read_within};
 
-pub(crate) async fn handle(gateway: &Gateway, req: Request<Incoming>) -> Result<Resp, ApiError> {
+/// Most usage records one query returns.
+const MAX_USAGE_RECORDS: u32 = 10_000;
+/// After refusing an oversized upload, read (and discard) up to this much of the rest so a
+/// client that writes its whole body before reading gets the 413 instead of a broken pipe;
+/// past it, or when the client pauses (it is waiting for our answer), we answer.
+const DRAIN_LIMIT: u64 = 256 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+const DRAIN_PAUSE: Duration = Duration::from_secs(1);
+
+pub(crate) async fn handle(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
     let method = req.method().clone();
@@ -18,7 +31,7 @@ pub(crate) async fn handle(gateway: &Gateway, req: Request<Incoming>) -> Result<
         },
         ["functions", name] => match method {
             Method::POST | Method::PUT => deploy(gateway, name, req).await,
-            Method::GET => Ok(json_response(StatusCode::OK, &scheduler.describe(name)?)),
+            Method::GET => Ok(json_response(StatusCode::OK, &scheduler.describe(name).await?)),
             Method::DELETE => {
                 scheduler.delete(name).await?;
                 Ok(json_response(StatusCode::OK, &serde_json::json!({ "deleted": name })))
@@ -30,46 +43,82 @@ pub(crate) async fn handle(gateway: &Gateway, req: Request<Incoming>) -> Result<
             _ => Err(not_allowed("GET")),
         },
         ["usage"] => match method {
-            Method::GET => {
-                let params = query_pairs(&req);
-                let mut function = None;
-                let mut limit = 100;
-                for (k, v) in params {
-                    match k.as_str() {
-                        "function" => function = Some(v),
-                        "limit" => {
-                            limit = v.parse().map_err(|_| ApiError::BadRequest(format!("limit: {v:?} is not a number")))?
-                        }
-                        other => return Err(ApiError::BadRequest(format!("unknown query parameter `{other}`"))),
-                    }
-                }
-                Ok(json_response(StatusCode::OK, &scheduler.usage(function, limit).await?))
-            }
+            Method::GET => Ok(json_response(StatusCode::OK, &scheduler.usage(usage_query(&req)?).await?)),
             _ => Err(not_allowed("GET")),
         },
         _ => Err(ApiError::NoRoute(path.clone())),
     }
 }
 
-async fn deploy(gateway: &Gateway, name: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let limit = gateway.config.max_component_bytes;
-    let params = query_pairs(&req);
-    let too_large = ApiError::BodyTooLarge { what: "component upload", limit };
-    let declared = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large);
+fn usage_query(req: &Request<Body>) -> Result<UsageQuery, ApiError> {
+    let mut query = UsageQuery { function: None, limit: 100 };
+    for (k, v) in query_pairs(req) {
+        match k.as_str() {
+            "function" => query.function = Some(v),
+            "limit" => {
+                query.limit = v.parse().ok().filter(|n| (1..=MAX_USAGE_RECORDS).contains(n)).ok_or_else(|| {
+                    ApiError::BadRequest(format!("limit: {v:?} is not a whole number from 1 to {MAX_USAGE_RECORDS}"))
+                })?
+            }
+            other => return Err(ApiError::BadRequest(format!("unknown query parameter `{other}`"))),
+        }
     }
-    // The upload is read (within its limit) before any answer, so clients still sending it
-    // get the error instead of a broken pipe; the scheduler validates before compiling.
-    let bytes = match Limited::new(req.into_body(), limit as usize).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(too_large),
-        Err(e) => return Err(ApiError::BadRequest(format!("reading the upload: {e}"))),
+    Ok(query)
+}
+
+async fn deploy(gateway: &Gateway, name: &str, req: Request<Body>) -> Result<Resp, ApiError> {
+    let config = &gateway.config;
+    let limit = config.max_component_bytes;
+    let params = query_pairs(&req);
+    let (parts, body) = req.into_parts();
+    let mut body = Box::pin(body);
+    // The upload is read (within its limit and time) before any answer; the scheduler
+    // validates before compiling.
+    let read = tokio::time::timeout(config.upload_timeout, read_upload(&parts.headers, body.as_mut(), limit)).await;
+    let bytes = match read {
+        Err(_) => return Err(ApiError::UploadTimeout(config.upload_timeout)),
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(BodyError::TooLarge { limit })) => {
+            drain(body.as_mut()).await;
+            return Err(ApiError::BodyTooLarge { what: "component upload", limit, flag: "--max-component-size" });
+        }
+        Ok(Err(e)) => return Err(ApiError::BadRequest(format!("reading the upload: {e}"))),
     };
     let view = gateway.scheduler.deploy(name, &params, bytes).await?;
     Ok(json_response(StatusCode::CREATED, &view))
 }
 
-fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
+/// `read_within` on the concrete body type: keeps the future's `Send` proof free of the
+/// higher-ranked error bounds rustc cannot yet see through inside spawned connections.
+fn read_upload<'a>(
+    headers: &'a http::HeaderMap,
+    body: Pin<&'a mut Body>,
+    limit: u64,
+) -> impl Future<Output = Result<bytes::Bytes, BodyError>> + Send + 'a {
+    read_within(headers, body, limit)
+}
+
+/// Discards the rest of a refused upload, within bounds, so a client that writes its whole
+/// body before reading (most do) sees the answer.
+async fn drain(mut body: Pin<&mut Body>) {
+    let mut left = DRAIN_LIMIT;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while !body.is_end_stream() {
+            match tokio::time::timeout(DRAIN_PAUSE, body.frame()).await.ok().flatten() {
+                Some(Ok(frame)) => {
+                    let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    left = match left.checked_sub(n) {
+                        Some(left) => left,
+                        None => return,
+                    };
+                }
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
+
+fn query_pairs<B>(req: &Request<B>) -> Vec<(String, String)> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
 }

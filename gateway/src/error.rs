@@ -1,11 +1,11 @@
-//! Every error the gateway answers with, and its HTTP status: the one place for that mapping
-//! (invocation failures carry their status from the runtime's `InvokeError::status`).
+//! Every error the gateway answers with, and its HTTP status: the one place for that mapping.
+//! Scheduler errors carry an [`ErrorKind`]; the mapping from kinds is exhaustive, so a new kind
+//! cannot silently become a 500.
 
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
-use wisp_runtime::{DeployError, InvokeError};
-use wisp_scheduler::SchedulerError;
+use wisp_scheduler::{ErrorKind, InvokeError, SchedulerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -13,45 +13,101 @@ pub enum ApiError {
     Scheduler(#[from] SchedulerError),
     #[error(transparent)]
     Invoke(#[from] InvokeError),
-    #[error("function {0:?} not found")]
-    UnknownFunction(String),
-    #[error("{what} exceeds the limit of {limit} bytes")]
-    BodyTooLarge { what: &'static str, limit: u64 },
+    #[error("{what} exceeds the limit of {limit} bytes ({flag})")]
+    BodyTooLarge { what: &'static str, limit: u64, flag: &'static str },
     #[error("{0}")]
     BadRequest(String),
     #[error("no route for {0}")]
     NoRoute(String),
     #[error("method {method} not allowed on {path} (allowed: {allowed})")]
     MethodNotAllowed { method: String, path: String, allowed: &'static str },
-    #[error("node is overloaded: too many requests in flight")]
+    #[error("node is overloaded: too many function requests in flight (--max-concurrency)")]
     Overloaded,
+    #[error("the request body was not received within {0:?} (--upload-timeout)")]
+    UploadTimeout(std::time::Duration),
+}
+
+/// The status for each kind of scheduler failure.
+pub fn kind_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::FunctionFailed | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Scheduler(e) => match e {
-                SchedulerError::InvalidName { .. } | SchedulerError::InvalidSetting { .. } => StatusCode::BAD_REQUEST,
-                SchedulerError::Deploy(DeployError::Cache(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-                SchedulerError::Deploy(DeployError::Capacity(_)) => StatusCode::SERVICE_UNAVAILABLE,
-                SchedulerError::Deploy(_) => StatusCode::BAD_REQUEST,
-                SchedulerError::NotFound(_) => StatusCode::NOT_FOUND,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
-            ApiError::Invoke(e) => e.status(),
-            ApiError::UnknownFunction(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::Scheduler(e) => kind_status(e.kind()),
+            ApiError::Invoke(e) => kind_status(e.kind()),
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UploadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
     pub fn into_response(self) -> http::Response<Full<Bytes>> {
         let status = self.status();
-        if status.is_server_error() {
+        // The node's own failures are worth a warning; a function's are its caller's business
+        // (and its metrics'), and logging each would let one function flood the node's log.
+        let node_side = match &self {
+            ApiError::Scheduler(e) => e.kind() == ErrorKind::Internal,
+            ApiError::Invoke(e) => e.kind() == ErrorKind::Internal,
+            _ => false,
+        };
+        if node_side {
             tracing::warn!(%status, "{self}");
         }
         crate::json_response(status, &serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use wisp_runtime::InvokeError as Runtime;
+
+    #[test]
+    fn every_error_maps_to_its_status() {
+        let runtime = |e: Runtime| ApiError::Invoke(InvokeError::Runtime(e));
+        let table: Vec<(ApiError, u16)> = vec![
+            (ApiError::Invoke(InvokeError::NotFound("f".into())), 404),
+            (ApiError::Invoke(InvokeError::Throttled { function: "f".into(), limit: 1 }), 429),
+            (ApiError::Invoke(InvokeError::Unavailable { function: "f".into(), reason: "x".into() }), 503),
+            (runtime(Runtime::RequestTooLarge { limit: 1 }), 413),
+            (runtime(Runtime::BadRequest(wisp_runtime::BodyError::InvalidLength)), 400),
+            (runtime(Runtime::ResponseTooLarge { limit: 1 }), 500),
+            (runtime(Runtime::Trap("t".into())), 500),
+            (runtime(Runtime::Memory { limit: 1 }), 500),
+            (runtime(Runtime::Guest("g".into())), 500),
+            (runtime(Runtime::Timeout(Duration::from_secs(1))), 504),
+            (runtime(Runtime::Capacity("c".into())), 503),
+            (runtime(Runtime::MemoryBudget { limit: 1 }), 503),
+            (ApiError::Scheduler(SchedulerError::NotFound("f".into())), 404),
+            (ApiError::Scheduler(SchedulerError::InvalidName { name: "F".into(), reason: "r".into() }), 400),
+            (ApiError::Scheduler(SchedulerError::InvalidSetting { field: "x".into(), message: "m".into() }), 400),
+            (ApiError::Scheduler(wisp_runtime::wasm::DeployError::NotWasm.into()), 400),
+            (ApiError::Scheduler(wisp_runtime::wasm::DeployError::Capacity("c".into()).into()), 503),
+            (ApiError::Scheduler(wisp_runtime::wasm::DeployError::Cache(std::io::Error::other("disk")).into()), 500),
+            (ApiError::Scheduler(SchedulerError::SchemaTooNew { found: 9, known: 2 }), 500),
+            (ApiError::BodyTooLarge { what: "upload", limit: 1, flag: "--x" }, 413),
+            (ApiError::BadRequest("b".into()), 400),
+            (ApiError::NoRoute("/x".into()), 404),
+            (ApiError::MethodNotAllowed { method: "PATCH".into(), path: "/v1/x".into(), allowed: "GET" }, 405),
+            (ApiError::Overloaded, 429),
+            (ApiError::UploadTimeout(Duration::from_secs(1)), 408),
+        ];
+        for (error, status) in table {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+        }
     }
 }

@@ -1,148 +1,217 @@
-//! The node's HTTP front door: a tower stack (load shedding -> concurrency limit -> router)
-//! serving `/fn/{name}/...` invocations, the `/v1/` admin API, `/healthz` and `/metrics`.
+//! The node's HTTP front door. One tower stack, read top to bottom in [`Gateway::serve`]:
+//! connection limit and hyper's header-read / keep-alive timeouts at the socket, a rescue layer
+//! turning every error into its status, a body-read timeout, then routing: `/healthz`,
+//! `/metrics` and the `/v1/` admin API outside the invocation limits, `/fn/{name}/...` behind
+//! load shedding and a concurrency limit, handed to the scheduler's one invoke path.
 
 mod admin;
 mod error;
 mod metrics;
+mod rescue;
 
-pub use error::ApiError;
-pub use metrics::Metrics;
+pub use error::{ApiError, kind_status};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use std::convert::Infallible;
-use std::future::Future;
+use metrics::GatewayMetrics;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use wisp_scheduler::Scheduler;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutBody};
+use wisp_scheduler::{Scheduler, Source};
 
 /// Gateway limits; each has a default and a `wisp up` flag.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// Requests handled at once before new ones are shed with 429.
+    /// Function requests handled at once before new ones are shed with 429.
     pub max_concurrency: usize,
+    /// Client connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Largest component upload accepted by the deploy endpoint.
     pub max_component_bytes: u64,
+    /// Time a client has to send a request's headers, and how long an idle keep-alive
+    /// connection is kept.
+    pub header_read_timeout: Duration,
+    /// Longest pause between two chunks of a request body.
+    pub body_read_timeout: Duration,
+    /// Time an admin upload (a component) may take in all.
+    pub upload_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { max_concurrency: 1024, max_component_bytes: 64 << 20, drain_timeout: Duration::from_secs(30) }
+        Self {
+            max_concurrency: 1024,
+            max_connections: 10_000,
+            max_component_bytes: 64 << 20,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
+            upload_timeout: Duration::from_secs(120),
+            drain_timeout: Duration::from_secs(30),
+        }
     }
 }
 
-pub(crate) struct Gateway {
-    pub(crate) scheduler: Scheduler,
-    pub(crate) metrics: Metrics,
-    pub(crate) config: GatewayConfig,
+/// The gateway of one node.
+pub struct Gateway {
+    scheduler: Scheduler,
+    config: GatewayConfig,
+    metrics: GatewayMetrics,
 }
 
-pub(crate) type Resp = Response<Full<Bytes>>;
+type Resp = Response<Full<Bytes>>;
+type Body = TimeoutBody<Incoming>;
 
 pub(crate) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Resp {
     let body = serde_json::to_vec(value).expect("serializing JSON");
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("valid response")
+    text_response(status, "application/json", body)
 }
 
 pub(crate) fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .body(Full::new(body.into()))
-        .expect("valid response")
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    scheduler: Scheduler,
-    config: GatewayConfig,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let gateway = Arc::new(Gateway { scheduler, metrics: Metrics::default(), config: config.clone() });
-    let routed = gateway.clone();
-    // Read top to bottom: shed when full (429), bound concurrency, then route.
-    let stack = ServiceBuilder::new().load_shed().concurrency_limit(config.max_concurrency).service_fn(
-        move |req: Request<Incoming>| {
-            let gateway = routed.clone();
-            async move { Ok::<_, Infallible>(route(&gateway, req).await) }
-        },
-    );
-    let service = tower::service_fn(move |req: Request<Incoming>| {
-        let (stack, gateway) = (stack.clone(), gateway.clone());
-        async move {
-            Ok::<_, Infallible>(stack.oneshot(req).await.unwrap_or_else(|_overloaded: BoxError| {
-                gateway.metrics.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                ApiError::Overloaded.into_response()
-            }))
-        }
-    });
+impl Gateway {
+    /// A gateway in front of `scheduler`; registers its metrics in `registry`.
+    pub fn new(scheduler: Scheduler, config: GatewayConfig, registry: &mut Registry) -> Self {
+        let metrics = GatewayMetrics::register(registry);
+        metrics.connection_limit.set(config.max_connections as i64);
+        Self { scheduler, config, metrics }
+    }
 
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(conn) => conn,
+    /// Serves until `shutdown` is cancelled, then stops accepting and drains in-flight
+    /// requests (up to the drain timeout). `registry` is rendered at `/metrics`.
+    pub async fn serve(self, listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
+        let gateway = Arc::new(self);
+        let config = gateway.config.clone();
+
+        // Function invocations: shed (429) once `max_concurrency` are in flight.
+        let functions: Functions = BoxCloneSyncService::new(
+            ServiceBuilder::new().load_shed().concurrency_limit(config.max_concurrency).service_fn({
+                let gateway = gateway.clone();
+                move |req: Request<Body>| -> BoxFuture<'static, Result<Resp, BoxError>> {
+                    let gateway = gateway.clone();
+                    Box::pin(async move { invoke(&gateway, req).await.map_err(boxed) })
+                }
+            }),
+        );
+        // Read top to bottom: every error becomes its status here (the one mapping), bodies
+        // that stall are cut off, then routing.
+        let stack = ServiceBuilder::new()
+            .layer(rescue::RescueLayer(gateway.metrics.clone()))
+            .layer(RequestBodyTimeoutLayer::new(config.body_read_timeout))
+            .service_fn({
+                let gateway = gateway.clone();
+                move |req: Request<Body>| -> BoxFuture<'static, Result<Resp, BoxError>> {
+                    let (gateway, registry, functions) = (gateway.clone(), registry.clone(), functions.clone());
+                    Box::pin(async move { route(&gateway, &registry, functions, req).await })
+                }
+            });
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper restarts the header timer whenever it waits for a request head, so it is also
+        // the keep-alive idle timeout: an idle or half-sent connection cannot be held forever.
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(config.header_read_timeout)
+            .keep_alive_timeout(config.header_read_timeout);
+        let graceful = GracefulShutdown::new();
+        let connections = Arc::new(Semaphore::new(config.max_connections));
+        loop {
+            // At the connection limit, stop accepting: new clients wait in the backlog until an
+            // open connection ends (timeouts guarantee one will), instead of being reset.
+            let permit = tokio::select! {
+                permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+                _ = shutdown.cancelled() => break,
+            };
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning.
                         tracing::warn!("accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()));
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection ended: {e}");
-                    }
-                });
-            }
-            _ = &mut shutdown => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack.clone()));
+            let conn = graceful.watch(conn.into_owned());
+            spawn_connection(conn, gateway.metrics.open_connections.clone(), permit);
+        }
+        drop(listener);
+        if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
+            tracing::warn!("shutdown: requests still running after {:?}", config.drain_timeout);
         }
     }
-    drop(listener);
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!("shutdown: in-flight requests still running after {:?}", config.drain_timeout);
-    }
-    Ok(())
 }
 
-async fn route(gateway: &Gateway, req: Request<Incoming>) -> Resp {
+/// The function route's stack, boxed: one concrete type keeps the router non-generic.
+type Functions = BoxCloneSyncService<Request<Body>, Resp, BoxError>;
+
+/// Runs one connection to its end, counted in the open-connections gauge and holding its
+/// slot of the connection limit.
+fn spawn_connection<F>(conn: F, open: prometheus_client::metrics::gauge::Gauge, permit: OwnedSemaphorePermit)
+where
+    F: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    open.inc();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("connection ended: {e}");
+        }
+        open.dec();
+        drop(permit);
+    });
+}
+
+async fn route(
+    gateway: &Gateway,
+    registry: &Registry,
+    functions: Functions,
+    req: Request<Body>,
+) -> Result<Resp, BoxError> {
     let path = req.uri().path();
-    let result = if let Some(rest) = path.strip_prefix("/fn/") {
-        let (name, _) = split_function_path(rest);
-        let name = name.to_string();
-        invoke(gateway, name, req).await
+    if path.starts_with("/fn/") {
+        functions.oneshot(req).await
     } else if path.starts_with("/v1/") {
-        admin::handle(gateway, req).await
+        admin::handle(gateway, req).await.map_err(boxed)
     } else if path == "/healthz" {
         Ok(text_response(StatusCode::OK, "text/plain", "ok\n"))
     } else if path == "/metrics" {
-        let body = gateway.metrics.render(&gateway.scheduler);
-        Ok(text_response(StatusCode::OK, "text/plain; version=0.0.4", body))
+        let mut text = String::with_capacity(16 << 10);
+        prometheus_client::encoding::text::encode(&mut text, registry).map_err(boxed)?;
+        Ok(text_response(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text))
     } else {
-        Err(ApiError::NoRoute(path.to_string()))
-    };
-    result.unwrap_or_else(ApiError::into_response)
+        Err(boxed(ApiError::NoRoute(path.to_string())))
+    }
+}
+
+/// Boxes an error for the rescue layer. A plain function (not `?`/`Into`) pins the trait
+/// object's lifetime to 'static, which keeps rustc's `Send` proof for connections tractable.
+fn boxed(error: impl std::error::Error + Send + Sync + 'static) -> BoxError {
+    Box::new(error)
 }
 
 /// `hello/a/b` -> (`hello`, `/a/b`); `hello` -> (`hello`, `/`).
@@ -153,22 +222,18 @@ fn split_function_path(rest: &str) -> (&str, &str) {
     }
 }
 
-/// Hands the request to the function's live revision with the URI the function should see:
-/// the rest of the path after `/fn/{name}`, and the query string.
-async fn invoke(gateway: &Gateway, name: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let Some(revision) = gateway.scheduler.route(&name) else {
-        return Err(ApiError::UnknownFunction(name));
-    };
+/// Hands the request to the scheduler with the URI the function should see: the rest of the
+/// path after `/fn/{name}`, and the query string.
+async fn invoke(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let rest = split_function_path(&parts.uri.path()["/fn/".len()..]).1;
+    let (name, rest) = split_function_path(&parts.uri.path()["/fn/".len()..]);
+    let name = name.to_string();
     let path_and_query = match parts.uri.query() {
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_string(),
     };
     parts.uri = path_and_query.parse().map_err(|e| ApiError::BadRequest(format!("request path: {e}")))?;
-    let invoked = revision.invoke(Request::from_parts(parts, body)).await;
-    gateway.metrics.observe(&name, invoked.outcome, invoked.cold, invoked.wall);
-    let response = invoked.result?;
+    let response = gateway.scheduler.invoke(&name, Request::from_parts(parts, body), Source::Http).await?;
     Ok(response.map(Full::new))
 }
 

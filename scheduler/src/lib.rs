@@ -1,87 +1,139 @@
-//! The registry of functions and revisions (persisted in the node's SQLite store), deploys that
-//! switch traffic to a new revision without dropping in-flight requests, and the scaler that
-//! sets each revision's pool target.
+//! The scheduler: the registry of functions and revisions (persisted in the node's SQLite
+//! store, with migrations), deploys that switch traffic to a new revision without dropping
+//! in-flight requests, the one invoke path every source goes through (admission, metering,
+//! metrics), and the autoscaler that sets each live revision's target.
 
-mod ledger;
+mod api;
+mod autoscaler;
+mod error;
+mod invoke;
+mod metrics;
 mod model;
-mod scaler;
 mod store;
 
-pub use ledger::{Ledger, StoredUsage, UsageReport, UsageSummary};
-pub use model::{FunctionView, RevisionView, SETTING_NAMES, Settings, parse_duration, parse_size, validate_name};
-pub use scaler::{IdleScaler, Sample, ScalingPolicy};
+pub use api::{FunctionView, RevisionView};
+pub use autoscaler::{IdleScaler, Sample};
+pub use error::{ErrorKind, InvokeError, SchedulerError};
+pub use model::{Artifact, SETTING_NAMES, Settings, parse_duration, parse_size, validate_name};
+pub use wisp_ledger::{Source, UsageQuery, UsageReport};
+pub use wisp_runtime::{BodyError, read_within};
 
 use bytes::Bytes;
+use metrics::{FunctionMetrics, Metrics};
+use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::{Store, StoredRevision};
-use wisp_runtime::{CacheStats, Compiled, DeployError, LogBuffer, Revision, RevisionId, Runtime, RuntimeConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use wisp_ledger::Ledger;
+use wisp_runtime::wasm::{Compiled, InstancePool, PoolId, WasmRuntime};
+use wisp_runtime::{Invoked, LogBuffer, Workload, WorkloadStats};
 
-#[derive(Debug, thiserror::Error)]
-pub enum SchedulerError {
-    #[error("invalid function name {name:?}: {reason}")]
-    InvalidName { name: String, reason: String },
-    #[error("invalid setting `{field}`: {message}")]
-    InvalidSetting { field: String, message: String },
-    #[error(transparent)]
-    Deploy(#[from] DeployError),
-    #[error("function {0:?} not found")]
-    NotFound(String),
-    #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
-    #[error("store: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("store: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error(transparent)]
-    Runtime(#[from] wisp_runtime::RuntimeError),
-}
-
-/// Node settings for the scheduler and the runtime under it.
+/// Scheduler knobs; each has a `wisp up` flag.
 #[derive(Debug, Clone)]
-pub struct NodeConfig {
+pub struct SchedulerConfig {
+    /// Where the registry (`wisp.db`) and component files live.
     pub data_dir: PathBuf,
-    pub runtime: RuntimeConfig,
-    /// How often the scaler re-evaluates every revision's pool target.
+    /// How often the autoscaler re-evaluates every revision's target.
     pub scale_interval: Duration,
     /// Cap on ready instances per revision.
     pub max_ready: usize,
+    /// A function's `max_concurrency` when it sets none.
+    pub function_concurrency: u32,
 }
 
-impl NodeConfig {
+impl SchedulerConfig {
+    /// Defaults for a node keeping its state in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            runtime: RuntimeConfig::default(),
             scale_interval: Duration::from_secs(1),
             max_ready: 64,
+            function_concurrency: 250,
         }
     }
 }
 
-/// A function's live revision, what the gateway routes to.
-struct Deployed {
-    revision: Revision,
-    stored: StoredRevision,
+/// A function's live revision: one workload implementation per artifact kind, dispatched
+/// statically (containers will be the second variant).
+enum Live {
+    Wasm(InstancePool),
 }
 
-struct Inner {
-    runtime: Runtime,
+impl Workload for Live {
+    async fn invoke<B>(&self, req: http::Request<B>) -> Invoked
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match self {
+            Live::Wasm(pool) => pool.invoke(req).await,
+        }
+    }
+
+    fn set_target(&self, target: usize) {
+        match self {
+            Live::Wasm(pool) => pool.set_target(target),
+        }
+    }
+
+    fn stats(&self) -> WorkloadStats {
+        match self {
+            Live::Wasm(pool) => pool.stats(),
+        }
+    }
+}
+
+/// What a function keeps across its revisions.
+struct FunctionState {
+    name: Arc<str>,
+    logs: Arc<LogBuffer>,
+    /// Invocations admitted now (all revisions), against `max_concurrency`.
+    admitted: AtomicUsize,
+    metrics: FunctionMetrics,
+}
+
+/// A function's live revision, what invocations are routed to.
+struct Deployed {
+    stored: StoredRevision,
+    live: Live,
+    state: Arc<FunctionState>,
+}
+
+/// A function whose current revision could not be loaded (say, a corrupt component file):
+/// listed with its error, answered with 503, and replaced by the next deploy.
+struct Failed {
+    stored: StoredRevision,
+    reason: String,
+}
+
+pub(crate) struct Inner {
+    config: SchedulerConfig,
+    runtime: WasmRuntime,
     store: Store,
-    ledger: Arc<Ledger>,
+    ledger: Ledger,
+    metrics: Metrics,
     functions: RwLock<HashMap<String, Arc<Deployed>>>,
-    /// Guest logs per function name, kept across revisions.
-    logs: RwLock<HashMap<String, Arc<LogBuffer>>>,
-    /// Compiled components by content hash, shared by every function deploying the same bytes.
-    compiled: RwLock<HashMap<String, Compiled>>,
+    failed: RwLock<HashMap<String, Failed>>,
     /// Serializes deploys and deletes so revision numbers and traffic switches stay ordered.
     admin: tokio::sync::Mutex<()>,
-    policy: Box<dyn ScalingPolicy>,
+    policy: IdleScaler,
+    /// Invocations in flight from every source, so shutdown can drain them.
+    in_flight: TaskTracker,
 }
 
+impl Inner {
+    fn live(&self) -> Vec<Arc<Deployed>> {
+        self.functions.read().unwrap().values().cloned().collect()
+    }
+}
+
+/// The scheduler of one node. Cheap to clone.
 #[derive(Clone)]
 pub struct Scheduler {
     inner: Arc<Inner>,
@@ -92,49 +144,71 @@ fn now_ms() -> u64 {
 }
 
 impl Scheduler {
-    /// Opens the store in `config.data_dir`, starts the runtime, restores every deployed
-    /// function (from the compile cache) and starts the scaler. Needs a tokio runtime.
-    pub async fn open(config: NodeConfig) -> Result<Self, SchedulerError> {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let store = Store::open(&config.data_dir)?;
-        let ledger = Arc::new(Ledger::start(store.db_path())?);
-        let runtime = Runtime::new(config.runtime.clone(), &config.data_dir.join("cache"), ledger.clone())?;
+    /// Opens (and migrates) the registry in `config.data_dir`, registers the scheduler's
+    /// metrics, and restores every deployed function: one that cannot be loaded is logged,
+    /// naming its file, and answers 503 while the others serve. Needs a tokio runtime.
+    pub async fn new(
+        config: SchedulerConfig,
+        runtime: WasmRuntime,
+        ledger: Ledger,
+        registry: &mut Registry,
+    ) -> Result<Self, SchedulerError> {
+        let data_dir = config.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir)).await??;
+        let policy = IdleScaler { max_ready: config.max_ready };
         let scheduler = Self {
             inner: Arc::new(Inner {
+                config,
                 runtime,
                 store,
                 ledger,
-                functions: RwLock::new(HashMap::new()),
-                logs: RwLock::new(HashMap::new()),
-                compiled: RwLock::new(HashMap::new()),
+                metrics: Metrics::register(registry),
+                functions: RwLock::default(),
+                failed: RwLock::default(),
                 admin: tokio::sync::Mutex::new(()),
-                policy: Box::new(IdleScaler { max_ready: config.max_ready }),
+                policy,
+                in_flight: TaskTracker::new(),
             }),
         };
-        for stored in scheduler.inner.store.current_revisions()? {
-            let bytes = scheduler.inner.store.read_component(&stored.component_hash)?;
-            let compiled = scheduler.compile(&stored.component_hash, Bytes::from(bytes)).await?;
-            scheduler.activate(stored, compiled);
+        registry.register_collector(Box::new(metrics_collector::NodeCollector(Arc::downgrade(&scheduler.inner))));
+        let inner = scheduler.inner.clone();
+        for stored in tokio::task::spawn_blocking(move || inner.store.current_revisions()).await?? {
+            let name = stored.function.clone();
+            match scheduler.load(&stored).await {
+                Ok(compiled) => scheduler.activate(stored, compiled),
+                Err(e) => {
+                    let reason = format!("could not be loaded: {e}");
+                    tracing::error!(function = %name, "{reason}");
+                    scheduler.inner.failed.write().unwrap().insert(name, Failed { stored, reason });
+                }
+            }
         }
-        tokio::spawn(scale_loop(Arc::downgrade(&scheduler.inner), config.scale_interval));
         Ok(scheduler)
     }
 
-    pub fn runtime(&self) -> &Runtime {
-        &self.inner.runtime
+    /// Runs the autoscaler until `shutdown` is cancelled.
+    pub fn spawn_autoscaler(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(autoscaler::run(Arc::downgrade(&self.inner), self.inner.config.scale_interval, shutdown))
     }
 
-    pub fn cache_stats(&self) -> CacheStats {
-        self.inner.runtime.cache_stats()
+    /// Reads and compiles a stored revision's artifact off the async threads.
+    async fn load(&self, stored: &StoredRevision) -> Result<Compiled, SchedulerError> {
+        let Artifact::Wasm { sha256, .. } = &stored.artifact;
+        let inner = self.inner.clone();
+        let hash = sha256.clone();
+        tokio::task::spawn_blocking(move || {
+            let bytes = inner.store.read_component(&hash)?;
+            inner.runtime.compile(&hash, &bytes).map_err(|e| SchedulerError::Io {
+                path: inner.store.component_path(&hash),
+                error: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+            })
+        })
+        .await?
     }
 
-    /// The live revision serving `name`, if any.
-    pub fn route(&self, name: &str) -> Option<Revision> {
-        self.inner.functions.read().unwrap().get(name).map(|d| d.revision.clone())
-    }
-
-    /// Deploys `bytes` as a new revision of `name` and switches traffic to it. Nothing changes
-    /// unless every check passes; a 2xx answer means the revision is on disk.
+    /// Deploys `bytes` as a new revision of `name` and switches traffic to it. Settings start
+    /// from the previous revision's (defaults for a new function) with `params` applied.
+    /// Nothing changes unless every check passes; a 2xx answer means the revision is on disk.
     pub async fn deploy(
         &self,
         name: &str,
@@ -142,163 +216,340 @@ impl Scheduler {
         bytes: Bytes,
     ) -> Result<FunctionView, SchedulerError> {
         validate_name(name)?;
-        let settings = Settings::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let previous = self.current_settings(name).unwrap_or_default();
+        let settings = previous.with_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         self.inner.runtime.check_limits(&settings.limits())?;
         let hash = hex::encode(Sha256::digest(&bytes));
-        let compiled = self.compile(&hash, bytes.clone()).await?;
+        let runtime = self.inner.runtime.clone();
+        let (hash_owned, bytes_owned) = (hash.clone(), bytes.clone());
+        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&hash_owned, &bytes_owned)).await??;
         // Instantiate once with the function's own limits, so a component that cannot start
         // (say, its initial memory is above `memory`) is refused now rather than on every request.
-        let probe = RevisionId { function: name.into(), revision: 0 };
-        let logs = LogBuffer::new(0);
-        self.inner.runtime.revision(probe, compiled.clone(), settings.limits(), logs).probe_take().await?;
+        self.inner.runtime.check_instantiates(&compiled, settings.limits()).await?;
 
         let _admin = self.inner.admin.lock().await;
         let inner = self.inner.clone();
-        let (name_owned, hash_owned) = (name.to_string(), hash.clone());
+        let name_owned = name.to_string();
         let stored = tokio::task::spawn_blocking(move || -> Result<StoredRevision, SchedulerError> {
-            inner.store.put_component(&hash_owned, &bytes)?;
+            inner.store.put_component(&hash, &bytes)?;
+            let artifact = Artifact::Wasm { sha256: hash, bytes: bytes.len() as u64 };
             let created_at_ms = now_ms();
-            let revision =
-                inner.store.add_revision(&name_owned, &hash_owned, bytes.len() as u64, &settings, created_at_ms)?;
-            Ok(StoredRevision {
-                function: name_owned,
-                revision,
-                component_hash: hash_owned,
-                component_bytes: bytes.len() as u64,
-                settings,
-                created_at_ms,
-            })
+            let revision = inner.store.add_revision(&name_owned, &artifact, &settings, created_at_ms)?;
+            Ok(StoredRevision { function: name_owned, revision, artifact, settings, created_at_ms })
         })
-        .await
-        .expect("deploy task panicked")?;
-        tracing::info!(function = name, revision = stored.revision, hash = %hash, "deployed");
+        .await??;
+        tracing::info!(function = name, revision = stored.revision, artifact = %stored.artifact.digest(), "deployed");
         self.activate(stored, compiled);
-        self.describe(name)
+        drop(_admin);
+        self.describe(name).await
     }
 
-    /// Compiles off the async threads, once per distinct component.
-    async fn compile(&self, hash: &str, bytes: Bytes) -> Result<Compiled, SchedulerError> {
-        if let Some(compiled) = self.inner.compiled.read().unwrap().get(hash) {
-            return Ok(compiled.clone());
+    fn current_settings(&self, name: &str) -> Option<Settings> {
+        if let Some(d) = self.inner.functions.read().unwrap().get(name) {
+            return Some(d.stored.settings);
         }
-        let runtime = self.inner.runtime.clone();
-        let hash_owned = hash.to_string();
-        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&hash_owned, &bytes))
-            .await
-            .expect("compile task panicked")?;
-        self.inner.compiled.write().unwrap().insert(hash.to_string(), compiled.clone());
-        Ok(compiled)
+        self.inner.failed.read().unwrap().get(name).map(|f| f.stored.settings)
     }
 
-    /// Starts a revision's pool and routes the function to it; the previous revision's idle
-    /// instances are released while its in-flight requests finish on their own.
+    /// Starts a revision's workload and routes the function to it; the previous revision's
+    /// idle instances are released, its in-flight requests finish on it.
     fn activate(&self, stored: StoredRevision, compiled: Compiled) {
-        let logs = self
-            .inner
-            .logs
-            .write()
-            .unwrap()
-            .entry(stored.function.clone())
-            .or_insert_with(|| LogBuffer::new(self.inner.runtime.config().log_buffer_bytes))
-            .clone();
-        let id = RevisionId { function: stored.function.as_str().into(), revision: stored.revision };
-        let revision = self.inner.runtime.revision(id, compiled, stored.settings.limits(), logs);
-        revision.set_target(stored.settings.min_warm as usize);
+        let inner = &self.inner;
         let name = stored.function.clone();
-        let previous =
-            self.inner.functions.write().unwrap().insert(name, Arc::new(Deployed { revision, stored }));
-        if let Some(previous) = previous {
-            previous.revision.set_target(0);
+        let previous = inner.functions.read().unwrap().get(&name).cloned();
+        let state = match &previous {
+            Some(p) => p.state.clone(),
+            None => Arc::new(FunctionState {
+                name: name.as_str().into(),
+                logs: Arc::new(LogBuffer::new(inner.runtime.config().log_buffer_bytes)),
+                admitted: AtomicUsize::new(0),
+                metrics: inner.metrics.function(&name),
+            }),
+        };
+        let id = PoolId { function: state.name.clone(), revision: stored.revision };
+        let live = Live::Wasm(inner.runtime.pool(id, compiled, stored.settings.limits(), state.logs.clone()));
+        live.set_target(stored.settings.min_warm as usize);
+        inner.failed.write().unwrap().remove(&name);
+        let replaced = inner.functions.write().unwrap().insert(name, Arc::new(Deployed { stored, live, state }));
+        if let Some(previous) = replaced {
+            previous.live.set_target(0);
         }
     }
 
+    /// Every function, sorted by name.
     pub fn list(&self) -> Vec<FunctionView> {
-        let functions = self.inner.functions.read().unwrap();
-        let mut views: Vec<FunctionView> = functions.values().map(|d| view(d)).collect();
+        let mut views: Vec<FunctionView> =
+            self.inner.functions.read().unwrap().values().map(|d| self.view(d)).collect();
+        views.extend(self.inner.failed.read().unwrap().values().map(failed_view));
         views.sort_by(|a, b| a.name.cmp(&b.name));
         views
     }
 
-    pub fn describe(&self, name: &str) -> Result<FunctionView, SchedulerError> {
-        let deployed = self.deployed(name)?;
-        let mut v = view(&deployed);
-        v.revisions = self.inner.store.revisions(name)?;
-        Ok(v)
-    }
-
-    pub async fn delete(&self, name: &str) -> Result<(), SchedulerError> {
-        let _admin = self.inner.admin.lock().await;
-        self.deployed(name)?;
+    /// One function with its revision history.
+    pub async fn describe(&self, name: &str) -> Result<FunctionView, SchedulerError> {
+        validate_name(name)?;
+        let mut view = {
+            let live = self.inner.functions.read().unwrap().get(name).map(|d| self.view(d));
+            match live {
+                Some(v) => v,
+                None => self
+                    .inner
+                    .failed
+                    .read()
+                    .unwrap()
+                    .get(name)
+                    .map(failed_view)
+                    .ok_or_else(|| SchedulerError::NotFound(name.to_string()))?,
+            }
+        };
         let inner = self.inner.clone();
         let owned = name.to_string();
-        tokio::task::spawn_blocking(move || inner.store.delete_function(&owned)).await.expect("delete task panicked")?;
+        let revisions = tokio::task::spawn_blocking(move || inner.store.revisions(&owned)).await??;
+        view.revisions = revisions
+            .into_iter()
+            .map(|r| RevisionView {
+                revision: r.revision,
+                component_hash: r.artifact.digest(),
+                artifact: r.artifact,
+                created_at_ms: r.created_at_ms,
+            })
+            .collect();
+        Ok(view)
+    }
+
+    /// Deletes a function: its revisions, its metric series, and the component files and
+    /// compiled code no other function uses. Its usage stays in the ledger.
+    pub async fn delete(&self, name: &str) -> Result<(), SchedulerError> {
+        validate_name(name)?;
+        let _admin = self.inner.admin.lock().await;
+        let inner = self.inner.clone();
+        let owned = name.to_string();
+        let unused = tokio::task::spawn_blocking(move || inner.store.delete_function(&owned))
+            .await??
+            .ok_or_else(|| SchedulerError::NotFound(name.to_string()))?;
         if let Some(gone) = self.inner.functions.write().unwrap().remove(name) {
-            gone.revision.set_target(0);
+            gone.live.set_target(0);
         }
-        self.inner.logs.write().unwrap().remove(name);
+        self.inner.failed.write().unwrap().remove(name);
+        self.inner.metrics.remove(name);
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            for artifact in unused {
+                let Artifact::Wasm { sha256, .. } = artifact;
+                inner.store.remove_component(&sha256);
+                inner.runtime.forget(&sha256);
+            }
+        })
+        .await?;
         tracing::info!(function = name, "deleted");
         Ok(())
     }
 
+    /// The function's captured guest output.
     pub fn logs(&self, name: &str) -> Result<Vec<u8>, SchedulerError> {
         validate_name(name)?;
-        self.deployed(name)?;
-        let logs = self.inner.logs.read().unwrap();
-        Ok(logs.get(name).map(|l| l.contents()).unwrap_or_default())
+        let functions = self.inner.functions.read().unwrap();
+        match functions.get(name) {
+            Some(d) => Ok(d.state.logs.contents()),
+            None if self.inner.failed.read().unwrap().contains_key(name) => Ok(Vec::new()),
+            None => Err(SchedulerError::NotFound(name.to_string())),
+        }
     }
 
     /// Usage totals and the newest records; includes every invocation finished before the call.
-    pub async fn usage(&self, function: Option<String>, limit: u64) -> Result<UsageReport, SchedulerError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            inner.ledger.flush();
-            Ok(ledger::report(&inner.store.conn(), function.as_deref(), limit)?)
-        })
-        .await
-        .expect("usage task panicked")
+    pub async fn usage(&self, query: UsageQuery) -> Result<UsageReport, SchedulerError> {
+        self.inner.ledger.flush().await;
+        Ok(self.inner.ledger.report(query).await?)
     }
 
-    /// Writes every pending usage record; call on shutdown after the gateway stopped.
-    pub async fn shutdown(&self) {
-        let ledger = self.inner.ledger.clone();
-        let _ = tokio::task::spawn_blocking(move || ledger.flush()).await;
+    /// Stops admitting nothing new itself (ingress stops first) and waits up to `timeout` for
+    /// invocations in flight from every source to finish.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.inner.in_flight.close();
+        tokio::time::timeout(timeout, self.inner.in_flight.wait()).await.is_ok()
     }
 
-    fn deployed(&self, name: &str) -> Result<Arc<Deployed>, SchedulerError> {
-        self.inner.functions.read().unwrap().get(name).cloned().ok_or_else(|| SchedulerError::NotFound(name.to_string()))
+    fn concurrency_limit(&self, settings: &Settings) -> u32 {
+        if settings.max_concurrency == 0 { self.inner.config.function_concurrency } else { settings.max_concurrency }
+    }
+
+    fn view(&self, d: &Deployed) -> FunctionView {
+        let stats = d.live.stats();
+        let mut v = stored_view(&d.stored);
+        v.concurrency_limit = self.concurrency_limit(&d.stored.settings);
+        v.ready_instances = stats.ready;
+        v.in_flight = stats.in_flight;
+        v
     }
 }
 
-fn view(d: &Deployed) -> FunctionView {
-    let stats = d.revision.stats();
+fn stored_view(stored: &StoredRevision) -> FunctionView {
     FunctionView {
-        name: d.stored.function.clone(),
-        revision: d.stored.revision,
-        component_hash: format!("sha256:{}", d.stored.component_hash),
-        component_bytes: d.stored.component_bytes,
-        created_at_ms: d.stored.created_at_ms,
-        settings: d.stored.settings,
-        ready_instances: stats.ready,
-        in_flight: stats.in_flight,
-        revisions: Vec::new(),
+        name: stored.function.clone(),
+        revision: stored.revision,
+        component_hash: stored.artifact.digest(),
+        component_bytes: stored.artifact.bytes(),
+        artifact: stored.artifact.clone(),
+        created_at_ms: stored.created_at_ms,
+        settings: stored.settings,
+        ..FunctionView::default()
     }
 }
 
-async fn scale_loop(inner: std::sync::Weak<Inner>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let deployed: Vec<Arc<Deployed>> = inner.functions.read().unwrap().values().cloned().collect();
-        for d in deployed {
-            let stats = d.revision.stats();
-            let sample = Sample {
-                in_flight: stats.in_flight,
-                peak_in_flight: d.revision.take_peak_in_flight(),
-                idle_for: stats.idle_for,
-            };
-            d.revision.set_target(inner.policy.desired_ready(&d.stored.settings, &sample));
+fn failed_view(f: &Failed) -> FunctionView {
+    FunctionView { error: Some(f.reason.clone()), ..stored_view(&f.stored) }
+}
+
+mod metrics_collector {
+    //! Node-wide and per-function gauges read at scrape time from the live state, so they
+    //! need no bookkeeping on the request path and vanish with their function.
+
+    use super::Inner;
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    use std::sync::Weak;
+    use wisp_runtime::Workload;
+
+    pub(super) struct NodeCollector(pub(super) Weak<Inner>);
+
+    impl std::fmt::Debug for NodeCollector {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("NodeCollector")
+        }
+    }
+
+    fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+        let g = ConstGauge::new(value as i64);
+        g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+    }
+
+    fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+        let c = ConstCounter::new(value);
+        c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+    }
+
+    impl Collector for NodeCollector {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+            let Some(inner) = self.0.upgrade() else { return Ok(()) };
+            let mut live = inner.live();
+            live.sort_by(|a, b| a.state.name.cmp(&b.state.name));
+            let stats: Vec<_> = live.iter().map(|d| (d, d.live.stats())).collect();
+            type Read = fn(&super::Deployed, &wisp_runtime::WorkloadStats, u32) -> i64;
+            let per_function: [(&str, &str, Read); 3] = [
+                ("wisp_ready_instances", "Pre-instantiated instances waiting for a request", |_, s, _| s.ready as i64),
+                ("wisp_in_flight", "Invocations running now", |_, s, _| s.in_flight as i64),
+                (
+                    "wisp_function_concurrency_limit",
+                    "Invocations a function may run at once (max_concurrency or --function-concurrency)",
+                    |_, _, limit| limit.into(),
+                ),
+            ];
+            for (name, help, read) in per_function {
+                let g = ConstGauge::new(0i64);
+                let mut family = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+                for (d, s) in &stats {
+                    let limit = if d.stored.settings.max_concurrency == 0 {
+                        inner.config.function_concurrency
+                    } else {
+                        d.stored.settings.max_concurrency
+                    };
+                    let labels = [("function", &*d.state.name)];
+                    ConstGauge::new(read(d, s, limit)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            let runtime = &inner.runtime;
+            let (cache, pool, budget, config) =
+                (runtime.cache_stats(), runtime.pool_usage(), runtime.memory_budget(), runtime.config());
+            let ledger = inner.ledger.stats();
+            counter(&mut encoder, "wisp_compile_cache_hits", "Components loaded from the compile cache", cache.hits)?;
+            counter(
+                &mut encoder,
+                "wisp_compile_cache_misses",
+                "Components compiled because the cache had none",
+                cache.misses,
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_loaded_components",
+                "Compiled components held in memory",
+                runtime.loaded_components() as u64,
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_pool_instances",
+                "Component instances allocated in the pool (ready, running, awaiting reset)",
+                pool.component_instances,
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_pool_instances_limit",
+                "The pool's capacity (--pool-instances)",
+                pool.component_instances_limit.into(),
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_pool_unused_memory_resident_bytes",
+                "Memory kept resident in free pool slots",
+                pool.unused_memory_bytes_resident as u64,
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_memory_budget_bytes",
+                "Node-wide budget for guest memory and buffered bodies (--memory-budget)",
+                budget.limit(),
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_memory_budget_used_bytes",
+                "Bytes charged against the memory budget now",
+                budget.used(),
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_host_resources_limit",
+                "Host resources one instance may hold (--max-resources)",
+                config.max_resources as u64,
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_host_field_size_limit_bytes",
+                "Largest wasi:http fields resource (--max-field-size)",
+                config.max_field_size as u64,
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_functions_failed",
+                "Functions whose revision could not be loaded",
+                inner.failed.read().unwrap().len() as u64,
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_usage_queue_depth",
+                "Usage records waiting for the ledger writer",
+                ledger.queue_depth as u64,
+            )?;
+            gauge(
+                &mut encoder,
+                "wisp_usage_queue_capacity",
+                "Capacity of the ledger queue (--ledger-queue)",
+                ledger.queue_capacity as u64,
+            )?;
+            counter(&mut encoder, "wisp_usage_written", "Usage records written to the ledger", ledger.written_total)?;
+            counter(
+                &mut encoder,
+                "wisp_usage_dropped",
+                "Usage records dropped because the ledger queue was full",
+                ledger.dropped_total,
+            )?;
+            counter(
+                &mut encoder,
+                "wisp_usage_write_errors",
+                "Ledger batch writes that failed and were retried",
+                ledger.write_errors_total,
+            )?;
+            Ok(())
         }
     }
 }

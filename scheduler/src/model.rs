@@ -7,9 +7,11 @@ use wisp_runtime::Limits;
 
 use crate::SchedulerError;
 
-/// Settings of one revision: scaling and per-invocation limits.
+/// Settings of one revision: scaling and per-invocation limits. Stored as JSON with every
+/// field defaulted on read, so a field added later does not break data dirs (or clients)
+/// written before it; unknown names are refused only on user input (`from_params`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
 pub struct Settings {
     /// Ready instances kept while the function is in use.
     pub min_warm: u32,
@@ -19,6 +21,9 @@ pub struct Settings {
     pub timeout_ms: u64,
     pub max_request_body_bytes: u64,
     pub max_response_body_bytes: u64,
+    /// Invocations of this function running at once before more get 429; 0 means the node's
+    /// default (`wisp up --function-concurrency`).
+    pub max_concurrency: u32,
 }
 
 impl Default for Settings {
@@ -31,23 +36,32 @@ impl Default for Settings {
             timeout_ms: limits.timeout.as_millis() as u64,
             max_request_body_bytes: limits.max_request_body,
             max_response_body_bytes: limits.max_response_body,
+            max_concurrency: 0,
         }
     }
 }
 
 /// Deploy-time settings names, as accepted in query parameters and manifests.
-pub const SETTING_NAMES: [&str; 6] =
-    ["min_warm", "idle_timeout", "memory", "timeout", "max_request_body", "max_response_body"];
+pub const SETTING_NAMES: [&str; 7] =
+    ["min_warm", "idle_timeout", "memory", "timeout", "max_request_body", "max_response_body", "max_concurrency"];
 
 const MAX_MIN_WARM: u32 = 1000;
 const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const MAX_BODY: u64 = 1 << 30;
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+const MAX_CONCURRENCY: u32 = 100_000;
 const MIN_MEMORY: u64 = 1 << 20;
 
 impl Settings {
     /// Defaults overridden by `(name, value)` pairs, e.g. `("memory", "64Mi")`.
     pub fn from_params<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, SchedulerError> {
-        let mut s = Settings::default();
+        Settings::default().with_params(params)
+    }
+
+    /// These settings with some overridden by `(name, value)` pairs: a redeploy starts from
+    /// the previous revision's settings, so only what a flag names changes.
+    pub fn with_params<'a>(self, params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, SchedulerError> {
+        let mut s = self;
         for (name, value) in params {
             let invalid = |message: String| SchedulerError::InvalidSetting { field: name.to_string(), message };
             match name {
@@ -57,7 +71,20 @@ impl Settings {
                         return Err(invalid(format!("{} is above the maximum of {MAX_MIN_WARM}", s.min_warm)));
                     }
                 }
-                "idle_timeout" => s.idle_timeout_ms = parse_duration(value).map_err(invalid)?.as_millis() as u64,
+                "idle_timeout" => {
+                    let t = parse_duration(value).map_err(invalid)?;
+                    if t > MAX_IDLE_TIMEOUT {
+                        return Err(invalid(format!("{value} is above the maximum of 720h")));
+                    }
+                    s.idle_timeout_ms = t.as_millis() as u64;
+                }
+                "max_concurrency" => {
+                    let n: u32 = value.parse().map_err(|_| invalid(format!("{value:?} is not a whole number")))?;
+                    if n > MAX_CONCURRENCY {
+                        return Err(invalid(format!("{n} is above the maximum of {MAX_CONCURRENCY}")));
+                    }
+                    s.max_concurrency = n;
+                }
                 "memory" => {
                     s.memory_bytes = parse_size(value).map_err(invalid)?;
                     if s.memory_bytes < MIN_MEMORY {
@@ -107,6 +134,41 @@ impl Settings {
     }
 }
 
+/// What a revision runs: a Wasm component by content hash now, an OCI image later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Artifact {
+    /// A `wasi:http` component stored as `components/<sha256>.wasm`.
+    Wasm {
+        /// Hex sha256 of the component bytes.
+        sha256: String,
+        /// Size of the component.
+        bytes: u64,
+    },
+}
+
+impl Default for Artifact {
+    fn default() -> Self {
+        Artifact::Wasm { sha256: String::new(), bytes: 0 }
+    }
+}
+
+impl Artifact {
+    /// The content digest (`sha256:<hex>`).
+    pub fn digest(&self) -> String {
+        match self {
+            Artifact::Wasm { sha256, .. } => format!("sha256:{sha256}"),
+        }
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Artifact::Wasm { bytes, .. } => *bytes,
+        }
+    }
+}
+
 /// Function names are DNS-1123 labels, like Kubernetes object names: they appear in URLs.
 pub fn validate_name(name: &str) -> Result<(), SchedulerError> {
     let invalid = |why: &str| SchedulerError::InvalidName { name: name.to_string(), reason: why.to_string() };
@@ -147,36 +209,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
     let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m)"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+    let seconds_per_unit = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
         "" => return Err(format!("{s:?} needs a unit: ms, s, m or h")),
         _ => return Err(format!("{s:?} has an unknown unit {unit:?} (use ms, s, m or h)")),
-    })
-}
-
-/// A function as the admin API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FunctionView {
-    pub name: String,
-    pub revision: u64,
-    pub component_hash: String,
-    pub component_bytes: u64,
-    pub created_at_ms: u64,
-    pub settings: Settings,
-    pub ready_instances: usize,
-    pub in_flight: usize,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub revisions: Vec<RevisionView>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RevisionView {
-    pub revision: u64,
-    pub component_hash: String,
-    pub created_at_ms: u64,
+    };
+    n.checked_mul(seconds_per_unit).map(Duration::from_secs).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[cfg(test)]
@@ -202,6 +243,12 @@ mod tests {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("10").is_err());
+        // Overflow is an error, never a wrap into the valid range.
+        assert!(parse_duration("1147797409030816545h").is_err());
+        assert!(parse_duration("18446744073709551615m").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("17179869184Gi").is_err());
     }
 
     #[test]
@@ -212,5 +259,26 @@ mod tests {
         assert!(err.contains("colour") && err.contains("min_warm"), "{err}");
         let s = Settings::from_params([("min_warm", "0"), ("timeout", "2s")]).unwrap();
         assert_eq!((s.min_warm, s.timeout_ms), (0, 2000));
+        let err = Settings::from_params([("timeout", "1147797409030816545h")]).unwrap_err().to_string();
+        assert!(err.contains("timeout") && err.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn a_redeploy_keeps_what_no_flag_changes() {
+        let first = Settings::from_params([("memory", "64Mi"), ("min_warm", "3")]).unwrap();
+        let second = first.with_params([("timeout", "5s")]).unwrap();
+        assert_eq!((second.memory_bytes, second.min_warm, second.timeout_ms), (64 << 20, 3, 5000));
+    }
+
+    #[test]
+    fn stored_settings_tolerate_missing_and_new_fields() {
+        // As written by release 921004f: no max_concurrency.
+        let old = r#"{"min_warm":2,"idle_timeout_ms":60000,"memory_bytes":67108864,"timeout_ms":5000,
+                      "max_request_body_bytes":4194304,"max_response_body_bytes":16777216}"#;
+        let s: Settings = serde_json::from_str(old).unwrap();
+        assert_eq!((s.min_warm, s.max_concurrency), (2, 0));
+        // As a later release might write it.
+        let newer = r#"{"min_warm":1,"some_future_field":true}"#;
+        assert_eq!(serde_json::from_str::<Settings>(newer).unwrap().min_warm, 1);
     }
 }

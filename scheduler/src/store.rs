@@ -1,84 +1,109 @@
-//! The node's embedded store: one SQLite file (WAL, synchronous=FULL) holding the registry of
-//! functions and revisions and the usage ledger; component bytes live beside it, by hash.
+//! The registry's embedded store: `DATA_DIR/wisp.db` (SQLite, WAL, synchronous=FULL) holding
+//! functions and their revisions, with versioned migrations; component bytes live beside it
+//! in `components/<sha256>.wasm`. Usage lives in the ledger's own file.
 
-use crate::model::{RevisionView, Settings};
 use crate::SchedulerError;
+use crate::model::{Artifact, Settings};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub(crate) struct Store {
     conn: Mutex<Connection>,
     components: PathBuf,
-    db_path: PathBuf,
 }
 
-/// A function's current revision as stored.
+/// A function's revision as stored.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredRevision {
     pub(crate) function: String,
     pub(crate) revision: u64,
-    pub(crate) component_hash: String,
-    pub(crate) component_bytes: u64,
+    pub(crate) artifact: Artifact,
     pub(crate) settings: Settings,
     pub(crate) created_at_ms: u64,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS functions (
-    name TEXT PRIMARY KEY,
-    revision INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS revisions (
-    function TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    component_hash TEXT NOT NULL,
-    component_bytes INTEGER NOT NULL,
-    settings TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (function, revision)
-);
-CREATE TABLE IF NOT EXISTS usage (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    function TEXT NOT NULL,
-    revision INTEGER NOT NULL,
-    start_ms INTEGER NOT NULL,
-    wall_us INTEGER NOT NULL,
-    cold INTEGER NOT NULL,
-    peak_memory_bytes INTEGER NOT NULL,
-    outcome TEXT NOT NULL,
-    request_bytes INTEGER NOT NULL,
-    response_bytes INTEGER NOT NULL,
-    status INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS usage_function ON usage (function, id);
-";
+/// Schema versions, applied in order; `PRAGMA user_version` records how many ran. Never edit
+/// one that shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: the schema of release 921004f (`IF NOT EXISTS`: its data dirs already have it; their
+    // `usage` table is imported and dropped by the ledger).
+    "CREATE TABLE IF NOT EXISTS functions (
+        name TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL
+     );
+     CREATE TABLE IF NOT EXISTS revisions (
+        function TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        component_hash TEXT NOT NULL,
+        component_bytes INTEGER NOT NULL,
+        settings TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (function, revision)
+     );",
+    // 2: a revision refers to an artifact of some kind (a Wasm component now, an OCI image
+    // later) instead of requiring a component hash.
+    "CREATE TABLE revisions_v2 (
+        function TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        artifact_kind TEXT NOT NULL,
+        artifact_digest TEXT NOT NULL,
+        artifact_bytes INTEGER NOT NULL,
+        settings TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (function, revision)
+     );
+     INSERT INTO revisions_v2
+        SELECT function, revision, 'wasm', component_hash, component_bytes, settings, created_at_ms FROM revisions;
+     DROP TABLE revisions;
+     ALTER TABLE revisions_v2 RENAME TO revisions;
+     CREATE INDEX revisions_artifact ON revisions (artifact_kind, artifact_digest);",
+];
 
-/// Writers take the lock up front (`BEGIN IMMEDIATE`): a deferred transaction that read first
-/// gets SQLITE_BUSY without waiting when the ledger committed in between.
-pub(crate) fn open_connection(path: &Path) -> Result<Connection, SchedulerError> {
-    let conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    Ok(conn)
+/// Brings the schema up to date, one transaction per step. A data dir from a newer release
+/// (more migrations than this binary knows) is refused rather than misread.
+fn migrate(conn: &mut Connection) -> Result<(), SchedulerError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(SchedulerError::SchemaTooNew { found: version, known: MIGRATIONS.len() });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "registry schema migrated");
+    }
+    Ok(())
+}
+
+fn artifact_columns(artifact: &Artifact) -> (&'static str, &str, u64) {
+    match artifact {
+        Artifact::Wasm { sha256, bytes } => ("wasm", sha256, *bytes),
+    }
+}
+
+fn artifact_from(kind: String, digest: String, bytes: u64) -> Result<Artifact, SchedulerError> {
+    match kind.as_str() {
+        "wasm" => Ok(Artifact::Wasm { sha256: digest, bytes }),
+        other => Err(SchedulerError::UnknownArtifact(other.to_string())),
+    }
 }
 
 impl Store {
     pub(crate) fn open(data_dir: &Path) -> Result<Self, SchedulerError> {
         let components = data_dir.join("components");
-        std::fs::create_dir_all(&components)?;
-        let db_path = data_dir.join("wisp.db");
-        let conn = open_connection(&db_path)?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn), components, db_path })
+        std::fs::create_dir_all(&components).map_err(|e| SchedulerError::Io { path: components.clone(), error: e })?;
+        let mut conn = Connection::open(data_dir.join("wisp.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut conn)?;
+        Ok(Self { conn: Mutex::new(conn), components })
     }
 
-    pub(crate) fn db_path(&self) -> &Path {
-        &self.db_path
-    }
-
-    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap()
     }
 
@@ -88,16 +113,21 @@ impl Store {
         if path.exists() {
             return Ok(());
         }
-        wisp_runtime::write_atomically(&path, bytes)?;
-        std::fs::File::open(&self.components)?.sync_all()?;
+        let io = |error| SchedulerError::Io { path: path.clone(), error };
+        let mut file = tempfile::NamedTempFile::new_in(&self.components).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
+        file.as_file().sync_all().map_err(io)?;
+        file.persist(&path).map_err(|e| io(e.error))?;
+        std::fs::File::open(&self.components).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(())
     }
 
     pub(crate) fn read_component(&self, hash: &str) -> Result<Vec<u8>, SchedulerError> {
-        Ok(std::fs::read(self.component_path(hash))?)
+        let path = self.component_path(hash);
+        std::fs::read(&path).map_err(|error| SchedulerError::Io { path, error })
     }
 
-    fn component_path(&self, hash: &str) -> PathBuf {
+    pub(crate) fn component_path(&self, hash: &str) -> PathBuf {
         self.components.join(format!("{hash}.wasm"))
     }
 
@@ -105,8 +135,7 @@ impl Store {
     pub(crate) fn add_revision(
         &self,
         function: &str,
-        hash: &str,
-        component_bytes: u64,
+        artifact: &Artifact,
         settings: &Settings,
         created_at_ms: u64,
     ) -> Result<u64, SchedulerError> {
@@ -115,10 +144,11 @@ impl Store {
         let last: Option<u64> =
             tx.query_row("SELECT MAX(revision) FROM revisions WHERE function = ?1", [function], |r| r.get(0))?;
         let revision = last.unwrap_or(0) + 1;
+        let (kind, digest, bytes) = artifact_columns(artifact);
         tx.execute(
-            "INSERT INTO revisions (function, revision, component_hash, component_bytes, settings, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![function, revision, hash, component_bytes, serde_json::to_string(settings)?, created_at_ms],
+            "INSERT INTO revisions (function, revision, artifact_kind, artifact_digest, artifact_bytes, settings, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![function, revision, kind, digest, bytes, serde_json::to_string(settings)?, created_at_ms],
         )?;
         tx.execute(
             "INSERT INTO functions (name, revision) VALUES (?1, ?2)
@@ -131,30 +161,44 @@ impl Store {
 
     /// Every function with its current revision.
     pub(crate) fn current_revisions(&self) -> Result<Vec<StoredRevision>, SchedulerError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT r.function, r.revision, r.component_hash, r.component_bytes, r.settings, r.created_at_ms
+        self.query_revisions(
+            "SELECT r.function, r.revision, r.artifact_kind, r.artifact_digest, r.artifact_bytes, r.settings, r.created_at_ms
              FROM functions f JOIN revisions r ON r.function = f.name AND r.revision = f.revision
              ORDER BY f.name",
-        )?;
-        let rows = stmt.query_map([], |row| {
+            [],
+        )
+    }
+
+    /// A function's revisions, newest first.
+    pub(crate) fn revisions(&self, function: &str) -> Result<Vec<StoredRevision>, SchedulerError> {
+        self.query_revisions(
+            "SELECT function, revision, artifact_kind, artifact_digest, artifact_bytes, settings, created_at_ms
+             FROM revisions WHERE function = ?1 ORDER BY revision DESC",
+            [function],
+        )
+    }
+
+    fn query_revisions(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<StoredRevision>, SchedulerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(args, |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, u64>(1)?,
                 row.get::<_, String>(2)?,
-                row.get::<_, u64>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, u64>(5)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, u64>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, u64>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (function, revision, component_hash, component_bytes, settings, created_at_ms) = row?;
+            let (function, revision, kind, digest, bytes, settings, created_at_ms) = row?;
             out.push(StoredRevision {
                 function,
                 revision,
-                component_hash,
-                component_bytes,
+                artifact: artifact_from(kind, digest, bytes)?,
                 settings: serde_json::from_str(&settings)?,
                 created_at_ms,
             });
@@ -162,25 +206,41 @@ impl Store {
         Ok(out)
     }
 
-    pub(crate) fn revisions(&self, function: &str) -> Result<Vec<RevisionView>, SchedulerError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT revision, component_hash, created_at_ms FROM revisions WHERE function = ?1 ORDER BY revision DESC",
-        )?;
-        let rows = stmt.query_map([function], |row| {
-            Ok(RevisionView { revision: row.get(0)?, component_hash: row.get(1)?, created_at_ms: row.get(2)? })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Removes a function and its revisions; its usage records stay for billing.
-    pub(crate) fn delete_function(&self, function: &str) -> Result<bool, SchedulerError> {
+    /// Removes a function and its revisions (its usage stays in the ledger for billing).
+    /// Returns the artifacts no remaining revision refers to, for the caller to delete.
+    pub(crate) fn delete_function(&self, function: &str) -> Result<Option<Vec<Artifact>>, SchedulerError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existed = tx.query_row("SELECT 1 FROM functions WHERE name = ?1", [function], |_| Ok(())).optional()?;
+        if existed.is_none() {
+            return Ok(None);
+        }
+        let mut used: Vec<(String, String, u64)> = tx
+            .prepare(
+                "SELECT DISTINCT artifact_kind, artifact_digest, artifact_bytes FROM revisions WHERE function = ?1",
+            )?
+            .query_map([function], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
         tx.execute("DELETE FROM functions WHERE name = ?1", [function])?;
         tx.execute("DELETE FROM revisions WHERE function = ?1", [function])?;
+        let mut still_used =
+            tx.prepare("SELECT 1 FROM revisions WHERE artifact_kind = ?1 AND artifact_digest = ?2 LIMIT 1")?;
+        used.retain(|(kind, digest, _)| !still_used.exists(params![kind, digest]).unwrap_or(true));
+        drop(still_used);
         tx.commit()?;
-        Ok(existed.is_some())
+        used.into_iter()
+            .map(|(kind, digest, bytes)| artifact_from(kind, digest, bytes))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    /// Deletes a component file no revision refers to.
+    pub(crate) fn remove_component(&self, hash: &str) {
+        let path = self.component_path(hash);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), "removing unused component: {e}");
+        }
     }
 }

@@ -10,7 +10,8 @@ use crate::output::{self, Output};
 
 /// Deploy a component as the new revision of a function (traffic switches to it)
 ///
-/// Settings not given keep the node's defaults. Sizes take plain bytes or Ki/Mi/Gi (K/M/G)
+/// Settings not given keep the function's previous revision's values (the node's defaults
+/// for a new function). Sizes take plain bytes or Ki/Mi/Gi (K/M/G)
 /// suffixes; durations take ms, s, m or h suffixes.
 #[derive(clap::Args, Debug)]
 pub struct DeployArgs {
@@ -28,7 +29,7 @@ pub struct DeployArgs {
     /// Wall-clock limit of one invocation, e.g. 10s
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
-    /// How long an idle instance beyond --min-warm is kept, e.g. 60s
+    /// Scale to zero (--min-warm included) after this long without requests, e.g. 60s
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
     /// Largest request body accepted, e.g. 1Mi
@@ -37,14 +38,16 @@ pub struct DeployArgs {
     /// Largest response body the function may return, e.g. 8Mi
     #[arg(long, value_name = "SIZE")]
     pub max_response_body: Option<String>,
+    /// Invocations run at once before more get 429 (0: the node's --function-concurrency)
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<u32>,
 }
 
 /// Uploading and compiling a big component takes a while.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn run(client: &Client, output: Output, args: DeployArgs) -> anyhow::Result<()> {
-    let wasm =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let wasm = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let settings = [
         ("min_warm", args.min_warm.map(|n| n.to_string())),
         ("memory", args.memory),
@@ -52,12 +55,10 @@ pub fn run(client: &Client, output: Output, args: DeployArgs) -> anyhow::Result<
         ("idle_timeout", args.idle_timeout),
         ("max_request_body", args.max_request_body),
         ("max_response_body", args.max_response_body),
+        ("max_concurrency", args.max_concurrency.map(|n| n.to_string())),
     ];
     let mut req = client
-        .admin(
-            "POST",
-            &format!("/v1/functions/{}", client::segment(&args.name)),
-        )
+        .admin("POST", &format!("/v1/functions/{}", client::segment(&args.name)))
         .timeout(DEPLOY_TIMEOUT)
         .set("Content-Type", "application/wasm");
     for (key, value) in &settings {

@@ -24,13 +24,11 @@ pub fn run(client: &Client, output: Output, args: DescribeArgs) -> anyhow::Resul
         &[
             ("name", f.name.clone()),
             ("revision", f.revision.to_string()),
-            (
-                "component",
-                format!("{} ({})", f.component_hash, human::size(f.component_bytes)),
-            ),
+            ("component", format!("{} ({})", f.component_hash, human::size(f.component_bytes))),
             ("deployed", when(f.created_at_ms)),
             ("ready instances", f.ready_instances.to_string()),
             ("in flight", f.in_flight.to_string()),
+            ("status", f.error.clone().unwrap_or_else(|| "serving".into())),
         ],
         "",
     );
@@ -43,6 +41,7 @@ pub fn run(client: &Client, output: Output, args: DescribeArgs) -> anyhow::Resul
             ("idle timeout", human::duration_ms(s.idle_timeout_ms)),
             ("max request body", human::size(s.max_request_body_bytes)),
             ("max response body", human::size(s.max_response_body_bytes)),
+            ("max concurrency", f.concurrency_limit.to_string()),
         ],
         "  ",
     ));
@@ -50,11 +49,7 @@ pub fn run(client: &Client, output: Output, args: DescribeArgs) -> anyhow::Resul
         text.push_str("revisions:\n");
         let mut t = Table::new(&["REVISION", "COMPONENT", "DEPLOYED", "AGE"]);
         for r in revisions {
-            let mark = if r.revision == f.revision {
-                " (current)"
-            } else {
-                ""
-            };
+            let mark = if r.revision == f.revision { " (current)" } else { "" };
             t.row(vec![
                 format!("{}{mark}", r.revision),
                 r.component_hash.clone(),

@@ -35,9 +35,7 @@ pub struct InvokeArgs {
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
-    let (name, value) = text
-        .split_once(':')
-        .ok_or_else(|| format!("expected `NAME: VALUE`, got `{text}`"))?;
+    let (name, value) = text.split_once(':').ok_or_else(|| format!("expected `NAME: VALUE`, got `{text}`"))?;
     let name = name.trim();
     if name.is_empty() {
         return Err(format!("expected `NAME: VALUE`, got `{text}`"));
@@ -59,24 +57,17 @@ pub fn run(client: &Client, _output: Output, args: InvokeArgs) -> anyhow::Result
         (Some(data), _) => Some(data.into_bytes()),
         (None, Some(path)) if path.as_os_str() == "-" => {
             let mut bytes = Vec::new();
-            io::stdin()
-                .read_to_end(&mut bytes)
-                .context("reading the request body from stdin")?;
+            io::stdin().read_to_end(&mut bytes).context("reading the request body from stdin")?;
             Some(bytes)
         }
-        (None, Some(path)) => {
-            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-        }
+        (None, Some(path)) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
         (None, None) => None,
     };
     let method = args
         .method
         .map(|m| m.to_ascii_uppercase())
         .unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.to_owned());
-    let mut req = client.request(
-        &method,
-        &target(&args.name, args.path.as_deref().unwrap_or("")),
-    );
+    let mut req = client.request(&method, &target(&args.name, args.path.as_deref().unwrap_or("")));
     for (name, value) in &args.headers {
         req = req.set(name, value);
     }
@@ -90,13 +81,7 @@ pub fn run(client: &Client, _output: Output, args: InvokeArgs) -> anyhow::Result
 
     let mut out = io::stdout().lock();
     if args.include {
-        writeln!(
-            out,
-            "{} {} {}",
-            resp.http_version(),
-            status,
-            resp.status_text()
-        )?;
+        writeln!(out, "{} {} {}", resp.http_version(), status, resp.status_text())?;
         let mut seen = std::collections::HashMap::<String, usize>::new();
         for name in resp.headers_names() {
             let index = seen.entry(name.clone()).or_default();
@@ -113,9 +98,7 @@ pub fn run(client: &Client, _output: Output, args: InvokeArgs) -> anyhow::Result
         return Ok(());
     }
     let mut bytes = Vec::new();
-    resp.into_reader()
-        .read_to_end(&mut bytes)
-        .context("reading the function's response")?;
+    resp.into_reader().read_to_end(&mut bytes).context("reading the function's response")?;
     let message = client::error_message(&String::from_utf8_lossy(&bytes));
     let message = match message {
         // A JSON error (the node's or the function's) goes to stderr via main's `error: ...`.
@@ -135,10 +118,7 @@ mod tests {
 
     #[test]
     fn headers() {
-        assert_eq!(
-            parse_header("Content-Type: text/plain"),
-            Ok(("Content-Type".into(), "text/plain".into()))
-        );
+        assert_eq!(parse_header("Content-Type: text/plain"), Ok(("Content-Type".into(), "text/plain".into())));
         assert_eq!(parse_header("x-a:b:c"), Ok(("x-a".into(), "b:c".into())));
         assert_eq!(parse_header("x-empty:"), Ok(("x-empty".into(), "".into())));
         assert!(parse_header("nocolon").is_err());

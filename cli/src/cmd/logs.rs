@@ -9,9 +9,6 @@ pub struct LogsArgs {
 }
 
 pub fn run(client: &Client, _output: Output, args: LogsArgs) -> anyhow::Result<()> {
-    let text = client.get(&format!(
-        "/v1/functions/{}/logs",
-        client::segment(&args.name)
-    ))?;
+    let text = client.get(&format!("/v1/functions/{}/logs", client::segment(&args.name)))?;
     Ok(output::print(&text)?)
 }

@@ -19,16 +19,7 @@ pub fn run(client: &Client, output: Output, _args: LsArgs) -> anyhow::Result<()>
         return Ok(());
     }
     let now = human::now_ms();
-    let mut table = Table::new(&[
-        "NAME",
-        "REVISION",
-        "READY",
-        "IN-FLIGHT",
-        "MIN-WARM",
-        "MEMORY",
-        "TIMEOUT",
-        "AGE",
-    ]);
+    let mut table = Table::new(&["NAME", "REVISION", "READY", "IN-FLIGHT", "MIN-WARM", "MEMORY", "TIMEOUT", "AGE"]);
     for f in &list.functions {
         table.row(vec![
             f.name.clone(),

@@ -10,19 +10,12 @@ pub struct RmArgs {
 }
 
 pub fn run(client: &Client, output: Output, args: RmArgs) -> anyhow::Result<()> {
-    let req = client.admin(
-        "DELETE",
-        &format!("/v1/functions/{}", client::segment(&args.name)),
-    );
+    let req = client.admin("DELETE", &format!("/v1/functions/{}", client::segment(&args.name)));
     let body = client.text(req, None)?;
     if output == Output::Json {
         return Ok(output::print(&body)?);
     }
     let answer: Deleted = client::parse(&body)?;
-    let name = if answer.deleted.is_empty() {
-        args.name
-    } else {
-        answer.deleted
-    };
+    let name = if answer.deleted.is_empty() { args.name } else { answer.deleted };
     Ok(output::print(&format!("deleted {name}"))?)
 }

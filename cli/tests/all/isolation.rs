@@ -51,7 +51,7 @@ fn a_misbehaving_function_hurts_only_its_own_invocation() {
     assert_eq!(node.get("/fn/big?mode=big&bytes=1000").body.len(), 1000);
     let big = node.get("/fn/big?mode=big&bytes=1000000");
     assert_eq!(big.status, 500);
-    assert!(big.error().contains("response body exceeds the limit of 65536 bytes"), "{}", big.body);
+    assert!(big.error().contains("response body exceeds the function's limit of 65536 bytes"), "{}", big.body);
 
     // Guest stdout and stderr land in the function's logs; a panic's message too.
     assert_eq!(node.get("/fn/bad?mode=log").status, 200);

@@ -1,9 +1,11 @@
-//! Scaling: how many ready instances each revision keeps. One policy for now (keep `min_warm`,
-//! follow recent concurrency, drop to zero when idle); a QPS autoscaler will be another
-//! `ScalingPolicy`.
+//! Scaling: how many ready instances each live revision keeps. One policy for now (keep
+//! `min_warm`, follow recent concurrency, drop to zero when idle), sampled every
+//! `--scale-interval` from each workload's stats; a QPS autoscaler will be another policy.
 
 use crate::model::Settings;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wisp_runtime::Workload;
 
 /// What the scaler observed of one revision since its last tick.
 #[derive(Debug, Clone, Copy)]
@@ -14,11 +16,6 @@ pub struct Sample {
     pub idle_for: Duration,
 }
 
-pub trait ScalingPolicy: Send + Sync + 'static {
-    /// Ready instances the revision should keep now.
-    fn desired_ready(&self, settings: &Settings, sample: &Sample) -> usize;
-}
-
 /// Keeps `min_warm` ready, or twice the recent peak concurrency (the headroom absorbs the refill
 /// lag: with exactly `peak` ready, the next request often arrived before its replacement was
 /// instantiated and started cold), up to `max_ready`; after `idle_timeout` without requests, none.
@@ -27,12 +24,32 @@ pub struct IdleScaler {
     pub max_ready: usize,
 }
 
-impl ScalingPolicy for IdleScaler {
-    fn desired_ready(&self, settings: &Settings, sample: &Sample) -> usize {
+impl IdleScaler {
+    /// Ready instances the revision should keep now.
+    pub fn desired_ready(&self, settings: &Settings, sample: &Sample) -> usize {
         if sample.in_flight == 0 && sample.idle_for >= settings.idle_timeout() {
             return 0;
         }
         (settings.min_warm as usize).max(2 * sample.peak_in_flight).min(self.max_ready)
+    }
+}
+
+/// Every `interval` until `shutdown`: sample each live revision and set its target.
+pub(crate) async fn run(scheduler: std::sync::Weak<crate::Inner>, interval: Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let Some(inner) = scheduler.upgrade() else { return };
+        for d in inner.live() {
+            let stats = d.live.stats();
+            let sample =
+                Sample { in_flight: stats.in_flight, peak_in_flight: stats.peak_in_flight, idle_for: stats.idle_for };
+            d.live.set_target(inner.policy.desired_ready(&d.stored.settings, &sample));
+        }
     }
 }
 

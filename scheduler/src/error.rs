@@ -1,0 +1,118 @@
+//! The scheduler's errors, each with a [`ErrorKind`]: the one vocabulary the gateway maps to
+//! HTTP statuses (exhaustively, in one place) and triggers map to retry decisions.
+
+use std::path::PathBuf;
+use wisp_runtime::wasm::DeployError;
+
+/// What kind of failure an error is, independent of the transport that reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller's input is invalid (name, setting, component, request).
+    Invalid,
+    /// No such function.
+    NotFound,
+    /// A body is larger than its limit.
+    TooLarge,
+    /// The function is at its concurrency limit.
+    Throttled,
+    /// The node cannot serve this now (out of instance slots, memory budget, function not loaded).
+    Unavailable,
+    /// The function ran past its timeout.
+    Timeout,
+    /// The function itself failed (trap, memory limit, bad response).
+    FunctionFailed,
+    /// Something on the node broke (disk, database).
+    Internal,
+}
+
+/// Why an admin operation (deploy, delete, describe...) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("invalid function name {name:?}: {reason}")]
+    InvalidName { name: String, reason: String },
+    #[error("invalid setting `{field}`: {message}")]
+    InvalidSetting { field: String, message: String },
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("function {0:?} not found")]
+    NotFound(String),
+    #[error("registry database: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("stored settings: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the registry has schema version {found}, newer than this release knows ({known}): upgrade wisp")]
+    SchemaTooNew { found: usize, known: usize },
+    #[error("the registry names an artifact kind this release does not know: {0:?}")]
+    UnknownArtifact(String),
+    #[error("usage ledger: {0}")]
+    Ledger(#[from] wisp_ledger::LedgerError),
+    #[error("internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl SchedulerError {
+    /// The kind of failure, for the caller's status mapping.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SchedulerError::InvalidName { .. } | SchedulerError::InvalidSetting { .. } => ErrorKind::Invalid,
+            SchedulerError::Deploy(e) => match e {
+                DeployError::Capacity(_) => ErrorKind::Unavailable,
+                DeployError::Cache(_) | DeployError::CacheLoad { .. } => ErrorKind::Internal,
+                DeployError::Empty
+                | DeployError::NotWasm
+                | DeployError::CoreModule
+                | DeployError::Invalid(_)
+                | DeployError::MissingExport(_)
+                | DeployError::Link(_)
+                | DeployError::Instantiate(_)
+                | DeployError::MemoryTooLarge { .. } => ErrorKind::Invalid,
+            },
+            SchedulerError::NotFound(_) => ErrorKind::NotFound,
+            SchedulerError::Store(_)
+            | SchedulerError::Io { .. }
+            | SchedulerError::Json(_)
+            | SchedulerError::SchemaTooNew { .. }
+            | SchedulerError::UnknownArtifact(_)
+            | SchedulerError::Ledger(_)
+            | SchedulerError::Task(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Why an invocation produced no response from the function.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("function {0:?} not found")]
+    NotFound(String),
+    #[error("function {function:?} is at its concurrency limit of {limit} (max_concurrency)")]
+    Throttled { function: String, limit: u32 },
+    #[error("function {function:?} is not available: {reason}")]
+    Unavailable { function: String, reason: String },
+    #[error(transparent)]
+    Runtime(#[from] wisp_runtime::InvokeError),
+}
+
+impl InvokeError {
+    /// The kind of failure, for the caller's status mapping or retry decision.
+    pub fn kind(&self) -> ErrorKind {
+        use wisp_runtime::InvokeError as R;
+        match self {
+            InvokeError::NotFound(_) => ErrorKind::NotFound,
+            InvokeError::Throttled { .. } => ErrorKind::Throttled,
+            InvokeError::Unavailable { .. } => ErrorKind::Unavailable,
+            InvokeError::Runtime(e) => match e {
+                R::RequestTooLarge { .. } => ErrorKind::TooLarge,
+                R::BadRequest(_) => ErrorKind::Invalid,
+                R::Capacity(_) | R::MemoryBudget { .. } => ErrorKind::Unavailable,
+                R::Timeout(_) => ErrorKind::Timeout,
+                R::ResponseTooLarge { .. } | R::Trap(_) | R::Memory { .. } | R::Guest(_) => ErrorKind::FunctionFailed,
+            },
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The one invoke path: every request reaches a function through [`Scheduler::invoke`], whatever
+//! its source. Admission against the function's concurrency cap, exactly one usage record per
+//! admitted invocation (even if the caller goes away), and the invocation metrics all live here.
+
+use crate::{Deployed, InvokeError, Scheduler};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use wisp_ledger::{Committed, Ledger, Outcome, Source, UsageRecord};
+use wisp_runtime::{Invoked, Workload};
+
+impl Scheduler {
+    /// Runs `req` on `function`'s live revision. `req`'s URI is what the function sees.
+    // Written as `impl Future + Send` rather than `async fn` so Send is proven here, once,
+    // for every body type: proving it at each caller trips rustc over the body's error bounds.
+    pub fn invoke<'a, B>(
+        &'a self,
+        function: &'a str,
+        req: http::Request<B>,
+        source: Source,
+    ) -> impl Future<Output = Result<http::Response<Bytes>, InvokeError>> + Send + 'a
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        async move {
+            let deployed = self.route(function)?;
+            let limit = self.concurrency_limit(&deployed.stored.settings);
+            let state = &deployed.state;
+            if state.admitted.fetch_add(1, Ordering::Relaxed) >= limit as usize {
+                state.admitted.fetch_sub(1, Ordering::Relaxed);
+                state.metrics.throttled.inc();
+                return Err(InvokeError::Throttled { function: function.to_string(), limit });
+            }
+            let _tracked = self.inner.in_flight.token();
+            let meter = Meter {
+                deployed: &deployed,
+                ledger: &self.inner.ledger,
+                source,
+                started: Instant::now(),
+                start_ms: crate::now_ms(),
+                done: false,
+            };
+            let invoked = deployed.live.invoke(req).await;
+            let committed = meter.finish(&invoked);
+            // With a synchronous ledger, the record is on disk before the caller hears back.
+            committed.await;
+            invoked.result.map_err(InvokeError::Runtime)
+        }
+    }
+
+    fn route(&self, function: &str) -> Result<Arc<Deployed>, InvokeError> {
+        if let Some(d) = self.inner.functions.read().unwrap().get(function) {
+            return Ok(d.clone());
+        }
+        match self.inner.failed.read().unwrap().get(function) {
+            Some(f) => Err(InvokeError::Unavailable { function: function.to_string(), reason: f.reason.clone() }),
+            None => Err(InvokeError::NotFound(function.to_string())),
+        }
+    }
+}
+
+fn outcome(result: &Result<http::Response<Bytes>, wisp_runtime::InvokeError>) -> Outcome {
+    use wisp_runtime::InvokeError as E;
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(E::RequestTooLarge { .. } | E::BadRequest(_) | E::Capacity(_) | E::MemoryBudget { .. }) => {
+            Outcome::Rejected
+        }
+        Err(E::ResponseTooLarge { .. } | E::Guest(_)) => Outcome::Error,
+        Err(E::Trap(_)) => Outcome::Trap,
+        Err(E::Memory { .. }) => Outcome::Memory,
+        Err(E::Timeout(_)) => Outcome::Timeout,
+    }
+}
+
+/// Meters one admitted invocation: records it when finished, or as cancelled if the caller
+/// went away first (the future was dropped), and releases its admission slot either way.
+struct Meter<'a> {
+    deployed: &'a Deployed,
+    ledger: &'a Ledger,
+    source: Source,
+    started: Instant,
+    start_ms: u64,
+    done: bool,
+}
+
+impl Meter<'_> {
+    fn record(&self, outcome: Outcome, invoked: Option<&Invoked>) -> Committed {
+        let wall = self.started.elapsed();
+        let (cold, peak, request_bytes) =
+            invoked.map_or((false, 0, 0), |i| (i.cold, i.peak_memory_bytes, i.request_bytes));
+        let (status, response_bytes) = match invoked.map(|i| &i.result) {
+            Some(Ok(response)) => (response.status().as_u16(), response.body().len() as u64),
+            _ => (0, 0),
+        };
+        self.deployed.state.metrics.observe(outcome, cold, wall);
+        self.ledger.record(UsageRecord {
+            function: self.deployed.state.name.clone(),
+            revision: self.deployed.stored.revision,
+            source: self.source,
+            start_ms: self.start_ms,
+            wall_us: wall.as_micros() as u64,
+            cold,
+            peak_memory_bytes: peak,
+            outcome,
+            request_bytes,
+            response_bytes,
+            status,
+        })
+    }
+
+    fn finish(mut self, invoked: &Invoked) -> Committed {
+        self.done = true;
+        self.record(outcome(&invoked.result), Some(invoked))
+    }
+}
+
+impl Drop for Meter<'_> {
+    fn drop(&mut self) {
+        self.deployed.state.admitted.fetch_sub(1, Ordering::Relaxed);
+        if !self.done {
+            // Dropped mid-invocation: still exactly one record, marked cancelled.
+            drop(self.record(Outcome::Cancelled, None));
+        }
+    }
+}

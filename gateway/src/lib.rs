@@ -21,8 +21,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics::GatewayMetrics;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -156,9 +158,21 @@ impl Gateway {
                 _ = shutdown.cancelled() => break,
             };
             let _ = stream.set_nodelay(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack.clone()));
+            // hyper's header timer starts only once it knows the protocol, and the auto builder
+            // waits for the preface without one: a client that sends nothing (or half a
+            // preface) is dropped if no request has started within the header timeout.
+            let started = Arc::new(AtomicBool::new(false));
+            let service = stack.clone().map_request({
+                let started = started.clone();
+                move |req: Request<Incoming>| {
+                    started.store(true, Ordering::Relaxed);
+                    req
+                }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             let conn = graceful.watch(conn.into_owned());
-            spawn_connection(conn, gateway.metrics.open_connections.clone(), permit);
+            let first_request = FirstRequest { started, within: config.header_read_timeout };
+            spawn_connection(conn, first_request, gateway.metrics.open_connections.clone(), permit);
         }
         drop(listener);
         if tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await.is_err() {
@@ -170,15 +184,27 @@ impl Gateway {
 /// The function route's stack, boxed: one concrete type keeps the router non-generic.
 type Functions = BoxCloneSyncService<Request<Body>, Resp, BoxError>;
 
+/// A connection must have started a request by `within`, or it is closed.
+struct FirstRequest {
+    started: Arc<AtomicBool>,
+    within: Duration,
+}
+
 /// Runs one connection to its end, counted in the open-connections gauge and holding its
 /// slot of the connection limit.
-fn spawn_connection<F>(conn: F, open: prometheus_client::metrics::gauge::Gauge, permit: OwnedSemaphorePermit)
+fn spawn_connection<F>(conn: F, first: FirstRequest, open: Gauge, permit: OwnedSemaphorePermit)
 where
     F: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     open.inc();
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        tokio::pin!(conn);
+        let result = match tokio::time::timeout(first.within, &mut conn).await {
+            Ok(result) => result,
+            Err(_) if !first.started.load(Ordering::Relaxed) => Ok(()),
+            Err(_) => conn.await,
+        };
+        if let Err(e) = result {
             tracing::debug!("connection ended: {e}");
         }
         open.dec();

@@ -22,7 +22,8 @@ fn deploys_every_example_and_serves_it() {
         assert!(f["component_hash"].as_str().unwrap().starts_with("sha256:"));
     }
     let listed = node.get("/v1/functions").json();
-    let names: Vec<&str> = listed["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        listed["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["echo", "fib", "hello", "misbehave", "rawhello"]);
 
     let hello = node.get("/fn/hello");
@@ -105,7 +106,8 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert!(cannot_start.error().contains("failed to instantiate"), "{}", cannot_start.body);
 
     // A declared oversized upload is refused before its body is sent.
-    let huge_upload = raw_http(&node, "POST /v1/functions/other HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n");
+    let huge_upload =
+        raw_http(&node, "POST /v1/functions/other HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n");
     assert!(huge_upload.starts_with("HTTP/1.1 413"), "{huge_upload}");
     assert!(huge_upload.contains("component upload exceeds the limit of 1048576 bytes"), "{huge_upload}");
 
@@ -124,7 +126,10 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert_eq!(node.post("/v1/usage", b"").status, 405);
 
     // Nothing changed: same functions, same revision, still serving.
-    assert_eq!(node.get("/v1/functions").body.replace("\"ready_instances\":0", "\"ready_instances\":1"), before.replace("\"ready_instances\":0", "\"ready_instances\":1"));
+    assert_eq!(
+        node.get("/v1/functions").body.replace("\"ready_instances\":0", "\"ready_instances\":1"),
+        before.replace("\"ready_instances\":0", "\"ready_instances\":1")
+    );
     assert_eq!(node.function("hello")["revision"], 1);
     assert_eq!(node.get("/fn/hello").status, 200);
 }
@@ -137,7 +142,9 @@ fn concurrent_first_deploys_of_the_same_component_all_succeed() {
     let deploys: Vec<_> = (0..6)
         .map(|i| {
             let url = url.clone();
-            std::thread::spawn(move || request("POST", &format!("{url}/v1/functions/copy-{i}"), Some(&wasm("echo")), &[]))
+            std::thread::spawn(move || {
+                request("POST", &format!("{url}/v1/functions/copy-{i}"), Some(&wasm("echo")), &[])
+            })
         })
         .collect();
     for d in deploys {

@@ -16,14 +16,20 @@ fn the_cli_deploys_invokes_and_inspects() {
     let node = Node::start(dir.path(), &[]);
     let hello = functions_dir().join("hello.wasm");
     let echo = functions_dir().join("echo.wasm");
-    let out = stdout(&wisp(&node, &["deploy", "hello", hello.to_str().unwrap(), "--min-warm", "2", "--memory", "64Mi", "--timeout", "10s"]));
+    let out = stdout(&wisp(
+        &node,
+        &["deploy", "hello", hello.to_str().unwrap(), "--min-warm", "2", "--memory", "64Mi", "--timeout", "10s"],
+    ));
     assert!(out.contains("deployed hello revision 1"), "{out}");
     stdout(&wisp(&node, &["deploy", "echo", echo.to_str().unwrap()]));
 
     assert_eq!(stdout(&wisp(&node, &["invoke", "hello"])), "Hello from Wisp!\n");
     let echoed = stdout(&wisp(&node, &["invoke", "echo", "--path", "/p?q=1", "--data", "hi", "-H", "x-test: yes"]));
     let echoed: serde_json::Value = serde_json::from_str(&echoed).unwrap();
-    assert_eq!((echoed["method"].as_str(), echoed["path"].as_str(), echoed["query"].as_str()), (Some("POST"), Some("/p"), Some("q=1")));
+    assert_eq!(
+        (echoed["method"].as_str(), echoed["path"].as_str(), echoed["query"].as_str()),
+        (Some("POST"), Some("/p"), Some("q=1"))
+    );
     assert_eq!((echoed["body"].as_str(), echoed["headers"]["x-test"].as_str()), (Some("hi"), Some("yes")));
 
     let table = stdout(&wisp(&node, &["ls"]));
@@ -88,4 +94,37 @@ fn wisp_up_deploys_a_directory_of_components() {
     // Unchanged components are not redeployed on the next start.
     let node = Node::start(dir.path(), &["--deploy-dir", functions_dir().to_str().unwrap()]);
     assert_eq!(node.function("hello")["revision"], 1);
+}
+
+#[test]
+fn an_over_limit_deploy_prints_the_nodes_413_not_a_broken_pipe() {
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &["--max-component-size", "64Ki"]);
+    let big = dir.path().join("big.wasm");
+    // Larger than the socket buffers, so the client is still writing when the node refuses.
+    std::fs::write(&big, vec![0u8; 8 << 20]).unwrap();
+    let out = wisp(&node, &["deploy", "big", big.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exceeds the limit of 65536 bytes") && stderr.contains("413"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+    assert_eq!(node.get("/v1/functions/big").status, 404);
+    node.stop();
+}
+
+#[test]
+fn a_redeploy_without_flags_keeps_the_functions_settings() {
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &[]);
+    let hello = functions_dir().join("hello.wasm");
+    let hello = hello.to_str().unwrap();
+    stdout(&wisp(&node, &["deploy", "h", hello, "--memory", "64Mi", "--timeout", "5s", "--min-warm", "0"]));
+    stdout(&wisp(&node, &["deploy", "h", hello]));
+    stdout(&wisp(&node, &["deploy", "h", hello, "--timeout", "7s"]));
+    let s = &node.function("h")["settings"];
+    assert_eq!(
+        (s["memory_bytes"].as_u64(), s["min_warm"].as_u64(), s["timeout_ms"].as_u64()),
+        (Some(64 << 20), Some(0), Some(7000))
+    );
+    node.stop();
 }

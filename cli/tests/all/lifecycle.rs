@@ -24,7 +24,9 @@ fn a_restart_keeps_functions_and_loads_them_from_the_compile_cache() {
     assert_eq!(hello["revisions"].as_array().unwrap().len(), 2);
     assert_eq!(node.get("/fn/hello").body, "Hello from Wisp!\n");
     assert_eq!(node.get("/fn/echo/x").json()["path"], "/x");
-    node.wait_for(Duration::from_secs(10), "min_warm=2 ready instances", |n| n.function("hello")["ready_instances"] == 2);
+    node.wait_for(Duration::from_secs(10), "min_warm=2 ready instances", |n| {
+        n.function("hello")["ready_instances"] == 2
+    });
 
     // A crash (SIGKILL, no shutdown) loses nothing that was acknowledged.
     node.deploy("crash", "hello", "");
@@ -50,7 +52,9 @@ fn idle_functions_scale_to_zero_and_cold_start_transparently() {
     assert_eq!(node.get("/fn/hello").status, 200);
     assert_eq!(node.metric("wisp_cold_starts_total{function=\"hello\"}"), 0.0, "served from the pool");
 
-    node.wait_for(Duration::from_secs(10), "scale to zero", |n| n.metric("wisp_ready_instances{function=\"hello\"}") == 0.0);
+    node.wait_for(Duration::from_secs(10), "scale to zero", |n| {
+        n.metric("wisp_ready_instances{function=\"hello\"}") == 0.0
+    });
     let cold = node.get("/fn/hello");
     assert_eq!((cold.status, cold.body.as_str()), (200, "Hello from Wisp!\n"));
     assert_eq!(node.metric("wisp_cold_starts_total{function=\"hello\"}"), 1.0);
@@ -85,7 +89,9 @@ fn a_redeploy_switches_traffic_without_dropping_in_flight_requests() {
             thread::spawn(move || request("GET", &format!("{url}/fn/svc?n=38"), None, &[]))
         })
         .collect();
-    node.wait_for(Duration::from_secs(10), "requests in flight", |n| n.function("svc")["in_flight"].as_u64() >= Some(1));
+    node.wait_for(Duration::from_secs(10), "requests in flight", |n| {
+        n.function("svc")["in_flight"].as_u64() >= Some(1)
+    });
     let redeployed = node.deploy("svc", "hello", "").json();
     assert_eq!(redeployed["revision"], 2);
     assert_eq!(node.get("/fn/svc").body, "Hello from Wisp!\n", "new requests go to the new revision");
@@ -94,4 +100,38 @@ fn a_redeploy_switches_traffic_without_dropping_in_flight_requests() {
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.json()["fib"], 39088169);
     }
+}
+
+#[test]
+fn deleting_a_function_frees_its_files_code_and_metric_series() {
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &[]);
+    let fib = node.deploy("fib", "fib", "").json();
+    node.deploy("hello", "hello", "");
+    node.deploy("hello2", "hello", "");
+    assert_eq!(node.get("/fn/fib?n=10").status, 200);
+    let hash = fib["component_hash"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let cached = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("cache"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&hash))
+            .count()
+    };
+    assert_eq!(cached(dir.path()), 1);
+    assert!(node.get("/metrics").body.contains("function=\"fib\""));
+    assert_eq!(node.metric("wisp_loaded_components"), 2.0);
+
+    assert_eq!(node.delete("/v1/functions/fib").status, 200);
+    assert!(!dir.path().join(format!("components/{hash}.wasm")).exists(), "component file removed");
+    assert_eq!(cached(dir.path()), 0, "compiled code removed");
+    assert!(!node.get("/metrics").body.contains("function=\"fib\""), "metric series removed");
+    node.wait_for(Duration::from_secs(10), "fib's code to be unloaded", |n| n.metric("wisp_loaded_components") == 1.0);
+
+    // A component another function still uses stays.
+    assert_eq!(node.delete("/v1/functions/hello").status, 200);
+    assert_eq!(node.get("/fn/hello2").status, 200);
+    let hello_hash =
+        node.function("hello2")["component_hash"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    assert!(dir.path().join(format!("components/{hello_hash}.wasm")).exists());
+    node.stop();
 }

@@ -3,7 +3,9 @@
 
 mod admin;
 mod cli;
+mod hardening;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod upgrade;
 mod usage;

@@ -146,6 +146,8 @@ async fn run(
                 return (result, peak);
             }
             drop(store);
+            // Its slot is free now: let the refill task replace it (reap would have woken it).
+            pool.wake_refill();
             let late = timeout_at(deadline.into(), response).await;
             return (late.unwrap_or(Err(InvokeError::Timeout(limits.timeout))), peak);
         }

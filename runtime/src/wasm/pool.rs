@@ -177,6 +177,11 @@ impl PoolInner {
         }
     }
 
+    /// Wakes the refill task, e.g. after a store was dropped without `reap`.
+    pub(crate) fn wake_refill(&self) {
+        self.refill.notify_one();
+    }
+
     fn drop_finished(&self) {
         let finished = std::mem::take(&mut *self.finished.lock().unwrap());
         drop(finished);

@@ -74,7 +74,7 @@ async fn deploy(gateway: &Gateway, name: &str, req: Request<Body>) -> Result<Res
     let mut body = Box::pin(body);
     // The upload is read (within its limit and time) before any answer; the scheduler
     // validates before compiling.
-    let read = tokio::time::timeout(config.upload_timeout, read_upload(&parts.headers, body.as_mut(), limit)).await;
+    let read = tokio::time::timeout(config.upload_timeout, read_within(&parts.headers, body.as_mut(), limit)).await;
     let bytes = match read {
         Err(_) => return Err(ApiError::UploadTimeout(config.upload_timeout)),
         Ok(Ok(bytes)) => bytes,
@@ -86,16 +86,6 @@ async fn deploy(gateway: &Gateway, name: &str, req: Request<Body>) -> Result<Res
     };
     let view = gateway.scheduler.deploy(name, &params, bytes).await?;
     Ok(json_response(StatusCode::CREATED, &view))
-}
-
-/// `read_within` on the concrete body type: keeps the future's `Send` proof free of the
-/// higher-ranked error bounds rustc cannot yet see through inside spawned connections.
-fn read_upload<'a>(
-    headers: &'a http::HeaderMap,
-    body: Pin<&'a mut Body>,
-    limit: u64,
-) -> impl Future<Output = Result<bytes::Bytes, BodyError>> + Send + 'a {
-    read_within(headers, body, limit)
 }
 
 /// Discards the rest of a refused upload, within bounds, so a client that writes its whole

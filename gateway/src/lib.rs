@@ -12,7 +12,6 @@ mod rescue;
 pub use error::{ApiError, kind_status};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -108,9 +107,9 @@ impl Gateway {
         let functions: Functions = BoxCloneSyncService::new(
             ServiceBuilder::new().load_shed().concurrency_limit(config.max_concurrency).service_fn({
                 let gateway = gateway.clone();
-                move |req: Request<Body>| -> BoxFuture<'static, Result<Resp, BoxError>> {
+                move |req: Request<Body>| {
                     let gateway = gateway.clone();
-                    Box::pin(async move { invoke(&gateway, req).await.map_err(boxed) })
+                    async move { invoke(&gateway, req).await.map_err(boxed) }
                 }
             }),
         );
@@ -121,9 +120,9 @@ impl Gateway {
             .layer(RequestBodyTimeoutLayer::new(config.body_read_timeout))
             .service_fn({
                 let gateway = gateway.clone();
-                move |req: Request<Body>| -> BoxFuture<'static, Result<Resp, BoxError>> {
+                move |req: Request<Body>| {
                     let (gateway, registry, functions) = (gateway.clone(), registry.clone(), functions.clone());
-                    Box::pin(async move { route(&gateway, &registry, functions, req).await })
+                    async move { route(&gateway, &registry, functions, req).await }
                 }
             });
 
@@ -191,7 +190,8 @@ struct FirstRequest {
 }
 
 /// Runs one connection to its end, counted in the open-connections gauge and holding its
-/// slot of the connection limit.
+/// slot of the connection limit. (A function of its own: spawning the connection inline in
+/// `serve` made rustc fail to prove the future `Send` for all lifetimes.)
 fn spawn_connection<F>(conn: F, first: FirstRequest, open: Gauge, permit: OwnedSemaphorePermit)
 where
     F: Future<Output = Result<(), BoxError>> + Send + 'static,
@@ -234,8 +234,7 @@ async fn route(
     }
 }
 
-/// Boxes an error for the rescue layer. A plain function (not `?`/`Into`) pins the trait
-/// object's lifetime to 'static, which keeps rustc's `Send` proof for connections tractable.
+/// Boxes an error for the rescue layer, which downcasts it back.
 fn boxed(error: impl std::error::Error + Send + Sync + 'static) -> BoxError {
     Box::new(error)
 }

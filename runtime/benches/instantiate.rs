@@ -14,8 +14,6 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::Full;
 use sha2::{Digest, Sha256};
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wisp_runtime::wasm::{InstancePool, PoolId, WasmConfig, WasmRuntime};
@@ -24,22 +22,9 @@ use wisp_runtime::{Limits, LogBuffer, MemoryBudget, Workload};
 /// Pool target of `invoke/warm`.
 const WARM: usize = 4;
 
-/// The bytes of `hello.wasm`, building the guest workspace if it was never built.
+/// The bytes of `hello.wasm` (the example functions are built once if needed).
 fn hello_wasm() -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = root.join("functions/target");
-    let wasm = target.join("wasm32-wasip2/release/hello.wasm");
-    if !wasm.exists() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-            .arg(root.join("functions/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("running cargo to build the example functions");
-        assert!(status.success(), "building the example functions failed (rustup target add wasm32-wasip2?)");
-    }
-    std::fs::read(&wasm).unwrap_or_else(|e| panic!("reading {}: {e}", wasm.display()))
+    wisp_testkit::wasm("hello")
 }
 
 /// Waits until the pool holds exactly `n` ready instances and nothing else holds a slot (the
@@ -48,19 +33,9 @@ fn hello_wasm() -> Vec<u8> {
 /// the refill task is undisturbed, and a parked thread would add its wake-up to the sample.
 fn wait_settled(runtime: &WasmRuntime, pool: &InstancePool, n: usize) {
     let start = Instant::now();
-    let mut nudged = false;
     while pool.stats().ready != n || runtime.pool_usage().component_instances != n as u64 {
-        let waited = start.elapsed();
-        // When the handler returns before its response is complete, `invoke` drops the store
-        // itself and does not wake the refill task, which a take leaving more than target/2
-        // ready does not wake either: the pool would sit one short. Re-setting the target does.
-        if !nudged && n > 0 && waited > Duration::from_millis(1) {
-            pool.set_target(n - 1);
-            pool.set_target(n);
-            nudged = true;
-        }
         assert!(
-            waited < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(10),
             "pool never settled at {n}: {:?} {:?}",
             pool.stats(),
             runtime.pool_usage()

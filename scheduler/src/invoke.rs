@@ -12,42 +12,38 @@ use wisp_runtime::{Invoked, Workload};
 
 impl Scheduler {
     /// Runs `req` on `function`'s live revision. `req`'s URI is what the function sees.
-    // Written as `impl Future + Send` rather than `async fn` so Send is proven here, once,
-    // for every body type: proving it at each caller trips rustc over the body's error bounds.
-    pub fn invoke<'a, B>(
-        &'a self,
-        function: &'a str,
+    pub async fn invoke<B>(
+        &self,
+        function: &str,
         req: http::Request<B>,
         source: Source,
-    ) -> impl Future<Output = Result<http::Response<Bytes>, InvokeError>> + Send + 'a
+    ) -> Result<http::Response<Bytes>, InvokeError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        async move {
-            let deployed = self.route(function)?;
-            let limit = self.concurrency_limit(&deployed.stored.settings);
-            let state = &deployed.state;
-            if state.admitted.fetch_add(1, Ordering::Relaxed) >= limit as usize {
-                state.admitted.fetch_sub(1, Ordering::Relaxed);
-                state.metrics.throttled.inc();
-                return Err(InvokeError::Throttled { function: function.to_string(), limit });
-            }
-            let _tracked = self.inner.in_flight.token();
-            let meter = Meter {
-                deployed: &deployed,
-                ledger: &self.inner.ledger,
-                source,
-                started: Instant::now(),
-                start_ms: crate::now_ms(),
-                done: false,
-            };
-            let invoked = deployed.live.invoke(req).await;
-            let committed = meter.finish(&invoked);
-            // With a synchronous ledger, the record is on disk before the caller hears back.
-            committed.await;
-            invoked.result.map_err(InvokeError::Runtime)
+        let deployed = self.route(function)?;
+        let limit = self.concurrency_limit(&deployed.stored.settings);
+        let state = &deployed.state;
+        if state.admitted.fetch_add(1, Ordering::Relaxed) >= limit as usize {
+            state.admitted.fetch_sub(1, Ordering::Relaxed);
+            state.metrics.throttled.inc();
+            return Err(InvokeError::Throttled { function: function.to_string(), limit });
         }
+        let _tracked = self.inner.in_flight.token();
+        let meter = Meter {
+            deployed: &deployed,
+            ledger: &self.inner.ledger,
+            source,
+            started: Instant::now(),
+            start_ms: crate::now_ms(),
+            done: false,
+        };
+        let invoked = deployed.live.invoke(req).await;
+        let committed = meter.finish(&invoked);
+        // With a synchronous ledger, the record is on disk before the caller hears back.
+        committed.await;
+        invoked.result.map_err(InvokeError::Runtime)
     }
 
     fn route(&self, function: &str) -> Result<Arc<Deployed>, InvokeError> {

@@ -3,29 +3,11 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use wisp_runtime::wasm::{DeployError, InstancePool, PoolId, WasmConfig, WasmRuntime};
 use wisp_runtime::{InvokeError, Limits, LogBuffer, MemoryBudget, Workload};
-
-fn functions_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-        let target = root.join("functions/target");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-            .arg(root.join("functions/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        target.join("wasm32-wasip2/release")
-    })
-}
+use wisp_testkit::functions_dir;
 
 struct Fixture {
     runtime: WasmRuntime,

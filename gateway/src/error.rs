@@ -25,6 +25,8 @@ pub enum ApiError {
     Overloaded,
     #[error("the request body was not received within {0:?} (--upload-timeout)")]
     UploadTimeout(std::time::Duration),
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// The status for each kind of scheduler failure.
@@ -51,6 +53,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UploadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -61,6 +64,7 @@ impl ApiError {
         let node_side = match &self {
             ApiError::Scheduler(e) => e.kind() == ErrorKind::Internal,
             ApiError::Invoke(e) => e.kind() == ErrorKind::Internal,
+            ApiError::Internal(_) => true,
             _ => false,
         };
         if node_side {
@@ -105,6 +109,7 @@ mod tests {
             (ApiError::MethodNotAllowed { method: "PATCH".into(), path: "/v1/x".into(), allowed: "GET" }, 405),
             (ApiError::Overloaded, 429),
             (ApiError::UploadTimeout(Duration::from_secs(1)), 408),
+            (ApiError::Internal("x".into()), 500),
         ];
         for (error, status) in table {
             assert_eq!(error.status().as_u16(), status, "{error}");

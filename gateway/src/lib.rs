@@ -1,10 +1,11 @@
 //! The node's HTTP front door. One tower stack, read top to bottom in [`Gateway::serve`]:
 //! connection limit and hyper's header-read / keep-alive timeouts at the socket, a rescue layer
 //! turning every error into its status, a body-read timeout, then routing: `/healthz`,
-//! `/metrics` and the `/v1/` admin API outside the invocation limits, `/fn/{name}/...` behind
-//! load shedding and a concurrency limit, handed to the scheduler's one invoke path.
+//! `/metrics` and the `/v1/` admin API outside the invocation limits, `/fn/{name}/...` shed
+//! with 429 past `--max-concurrency` and handed to the scheduler's one invoke path.
 
 mod admin;
+mod body;
 mod error;
 mod metrics;
 mod rescue;
@@ -28,9 +29,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutBody};
 use wisp_scheduler::{Scheduler, Source};
 
 /// Gateway limits; each has a default and a `wisp up` flag.
@@ -70,12 +69,14 @@ impl Default for GatewayConfig {
 /// The gateway of one node.
 pub struct Gateway {
     scheduler: Scheduler,
+    /// `--max-concurrency`: function requests in flight at once.
+    function_slots: Semaphore,
     config: GatewayConfig,
     metrics: GatewayMetrics,
 }
 
 type Resp = Response<Full<Bytes>>;
-type Body = TimeoutBody<Incoming>;
+use body::{Body, IdleTimeout};
 
 pub(crate) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Resp {
     let body = serde_json::to_vec(value).expect("serializing JSON");
@@ -94,7 +95,7 @@ impl Gateway {
     pub fn new(scheduler: Scheduler, config: GatewayConfig, registry: &mut Registry) -> Self {
         let metrics = GatewayMetrics::register(registry);
         metrics.connection_limit.set(config.max_connections as i64);
-        Self { scheduler, config, metrics }
+        Self { scheduler, function_slots: Semaphore::new(config.max_concurrency), config, metrics }
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting and drains in-flight
@@ -103,26 +104,16 @@ impl Gateway {
         let gateway = Arc::new(self);
         let config = gateway.config.clone();
 
-        // Function invocations: shed (429) once `max_concurrency` are in flight.
-        let functions: Functions = BoxCloneSyncService::new(
-            ServiceBuilder::new().load_shed().concurrency_limit(config.max_concurrency).service_fn({
-                let gateway = gateway.clone();
-                move |req: Request<Body>| {
-                    let gateway = gateway.clone();
-                    async move { invoke(&gateway, req).await.map_err(boxed) }
-                }
-            }),
-        );
         // Read top to bottom: every error becomes its status here (the one mapping), bodies
         // that stall are cut off, then routing.
         let stack = ServiceBuilder::new()
             .layer(rescue::RescueLayer(gateway.metrics.clone()))
-            .layer(RequestBodyTimeoutLayer::new(config.body_read_timeout))
+            .map_request(move |req: Request<Incoming>| req.map(|b| IdleTimeout::new(b, config.body_read_timeout)))
             .service_fn({
                 let gateway = gateway.clone();
                 move |req: Request<Body>| {
-                    let (gateway, registry, functions) = (gateway.clone(), registry.clone(), functions.clone());
-                    async move { route(&gateway, &registry, functions, req).await }
+                    let (gateway, registry) = (gateway.clone(), registry.clone());
+                    async move { route(&gateway, &registry, req).await }
                 }
             });
 
@@ -180,9 +171,6 @@ impl Gateway {
     }
 }
 
-/// The function route's stack, boxed: one concrete type keeps the router non-generic.
-type Functions = BoxCloneSyncService<Request<Body>, Resp, BoxError>;
-
 /// A connection must have started a request by `within`, or it is closed.
 struct FirstRequest {
     started: Arc<AtomicBool>,
@@ -212,31 +200,25 @@ where
     });
 }
 
-async fn route(
-    gateway: &Gateway,
-    registry: &Registry,
-    functions: Functions,
-    req: Request<Body>,
-) -> Result<Resp, BoxError> {
+async fn route(gateway: &Gateway, registry: &Registry, req: Request<Body>) -> Result<Resp, ApiError> {
     let path = req.uri().path();
     if path.starts_with("/fn/") {
-        functions.oneshot(req).await
+        // Shed (429) once `--max-concurrency` function requests are in flight; the permit is
+        // held until the response is built.
+        let Ok(_permit) = gateway.function_slots.try_acquire() else { return Err(ApiError::Overloaded) };
+        invoke(gateway, req).await
     } else if path.starts_with("/v1/") {
-        admin::handle(gateway, req).await.map_err(boxed)
+        admin::handle(gateway, req).await
     } else if path == "/healthz" {
         Ok(text_response(StatusCode::OK, "text/plain", "ok\n"))
     } else if path == "/metrics" {
         let mut text = String::with_capacity(16 << 10);
-        prometheus_client::encoding::text::encode(&mut text, registry).map_err(boxed)?;
+        prometheus_client::encoding::text::encode(&mut text, registry)
+            .map_err(|e| ApiError::Internal(format!("rendering metrics: {e}")))?;
         Ok(text_response(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text))
     } else {
-        Err(boxed(ApiError::NoRoute(path.to_string())))
+        Err(ApiError::NoRoute(path.to_string()))
     }
-}
-
-/// Boxes an error for the rescue layer, which downcasts it back.
-fn boxed(error: impl std::error::Error + Send + Sync + 'static) -> BoxError {
-    Box::new(error)
 }
 
 /// `hello/a/b` -> (`hello`, `/a/b`); `hello` -> (`hello`, `/`).

@@ -3,10 +3,12 @@
 
 use crate::metrics::GatewayMetrics;
 use crate::{ApiError, Resp};
-use futures::future::BoxFuture;
+use pin_project_lite::pin_project;
 use std::convert::Infallible;
-use std::task::{Context, Poll};
-use tower::{BoxError, Layer, Service};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tower::{Layer, Service};
 
 #[derive(Clone)]
 pub(crate) struct RescueLayer(pub(crate) GatewayMetrics);
@@ -27,12 +29,11 @@ pub(crate) struct Rescue<S> {
 
 impl<S, R> Service<R> for Rescue<S>
 where
-    S: Service<R, Response = Resp, Error = BoxError>,
-    S::Future: Send + 'static,
+    S: Service<R, Response = Resp, Error = ApiError>,
 {
     type Response = Resp;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Resp, Infallible>>;
+    type Future = RescueFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router below is always ready; shedding happens per route, inside `call`.
@@ -40,20 +41,32 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        let response = self.inner.call(req);
-        let shed = self.metrics.shed.clone();
-        Box::pin(async move {
-            Ok(response.await.unwrap_or_else(|error| {
-                let error = match error.downcast::<ApiError>() {
-                    Ok(api) => *api,
-                    Err(other) if other.is::<tower::load_shed::error::Overloaded>() => {
-                        shed.inc();
-                        ApiError::Overloaded
-                    }
-                    Err(other) => ApiError::BadRequest(other.to_string()),
-                };
-                error.into_response()
-            }))
-        })
+        RescueFuture { response: self.inner.call(req), metrics: self.metrics.clone() }
+    }
+}
+
+pin_project! {
+    pub(crate) struct RescueFuture<F> {
+        #[pin]
+        response: F,
+        metrics: GatewayMetrics,
+    }
+}
+
+impl<F> Future for RescueFuture<F>
+where
+    F: Future<Output = Result<Resp, ApiError>>,
+{
+    type Output = Result<Resp, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.response.poll(cx));
+        Poll::Ready(Ok(result.unwrap_or_else(|error| {
+            if matches!(error, ApiError::Overloaded) {
+                this.metrics.shed.inc();
+            }
+            error.into_response()
+        })))
     }
 }

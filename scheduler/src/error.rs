@@ -44,6 +44,12 @@ pub enum SchedulerError {
         #[source]
         error: std::io::Error,
     },
+    #[error("{path}: {error}")]
+    Component {
+        path: PathBuf,
+        #[source]
+        error: DeployError,
+    },
     #[error("stored settings: {0}")]
     Json(#[from] serde_json::Error),
     #[error("the registry has schema version {found}, newer than this release knows ({known}): upgrade wisp")]
@@ -76,6 +82,7 @@ impl SchedulerError {
             SchedulerError::NotFound(_) => ErrorKind::NotFound,
             SchedulerError::Store(_)
             | SchedulerError::Io { .. }
+            | SchedulerError::Component { .. }
             | SchedulerError::Json(_)
             | SchedulerError::SchemaTooNew { .. }
             | SchedulerError::UnknownArtifact(_)

@@ -23,7 +23,7 @@ impl Scheduler {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let deployed = self.route(function)?;
-        let limit = self.concurrency_limit(&deployed.stored.settings);
+        let limit = self.inner.concurrency_limit(&deployed.stored.settings);
         let state = &deployed.state;
         if state.admitted.fetch_add(1, Ordering::Relaxed) >= limit as usize {
             state.admitted.fetch_sub(1, Ordering::Relaxed);

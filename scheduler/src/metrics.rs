@@ -1,14 +1,21 @@
-//! Invocation metrics, recorded on the one invoke path so every source (HTTP, triggers, async)
-//! shows up, through `prometheus-client`. Each function's handles are resolved once when it is
-//! activated, so the request path only touches atomics; its series are removed on delete.
+//! Metrics through `prometheus-client`. Invocation metrics are recorded on the one invoke path,
+//! so every source (HTTP, triggers, async) shows up; each function's handles are resolved once
+//! when it is activated, so the request path only touches atomics, and its series are removed
+//! on delete. Gauges (pools, cache, budget, ledger) are read at scrape time by `NodeCollector`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use crate::Inner;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::Weak;
 use std::time::Duration;
 use wisp_ledger::Outcome;
+use wisp_runtime::{Workload, WorkloadStats};
 
 /// Histogram bucket upper bounds, in seconds.
 const BUCKETS: [f64; 17] =
@@ -111,5 +118,144 @@ impl FunctionMetrics {
             self.cold_starts.inc();
         }
         self.duration.observe(wall.as_secs_f64());
+    }
+}
+
+/// Node-wide and per-function gauges read at scrape time from the live state, so they need no
+/// bookkeeping on the request path and vanish with their function.
+pub(crate) struct NodeCollector(pub(crate) Weak<Inner>);
+
+impl std::fmt::Debug for NodeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeCollector")
+    }
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let g = ConstGauge::new(value as i64);
+    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(value);
+    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Some(inner) = self.0.upgrade() else { return Ok(()) };
+        let mut live = inner.live();
+        live.sort_by(|a, b| a.state.name.cmp(&b.state.name));
+        let stats: Vec<_> = live.iter().map(|d| (d, d.live.stats())).collect();
+        type Read = fn(&WorkloadStats, u32) -> i64;
+        let per_function: [(&str, &str, Read); 3] = [
+            ("wisp_ready_instances", "Pre-instantiated instances waiting for a request", |s, _| s.ready as i64),
+            ("wisp_in_flight", "Invocations running now", |s, _| s.in_flight as i64),
+            (
+                "wisp_function_concurrency_limit",
+                "Invocations a function may run at once (max_concurrency or --function-concurrency)",
+                |_, limit| limit.into(),
+            ),
+        ];
+        for (name, help, read) in per_function {
+            let g = ConstGauge::new(0i64);
+            let mut family = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            for (d, s) in &stats {
+                let limit = inner.concurrency_limit(&d.stored.settings);
+                let labels = [("function", &*d.state.name)];
+                ConstGauge::new(read(s, limit)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let runtime = &inner.runtime;
+        let (cache, pool, budget, config) =
+            (runtime.cache_stats(), runtime.pool_usage(), runtime.memory_budget(), runtime.config());
+        let ledger = inner.ledger.stats();
+        counter(&mut encoder, "wisp_compile_cache_hits", "Components loaded from the compile cache", cache.hits)?;
+        counter(
+            &mut encoder,
+            "wisp_compile_cache_misses",
+            "Components compiled because the cache had none",
+            cache.misses,
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_loaded_components",
+            "Compiled components held in memory",
+            runtime.loaded_components() as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_pool_instances",
+            "Component instances allocated in the pool (ready, running, awaiting reset)",
+            pool.component_instances,
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_pool_instances_limit",
+            "The pool's capacity (--pool-instances)",
+            pool.component_instances_limit.into(),
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_pool_unused_memory_resident_bytes",
+            "Memory kept resident in free pool slots",
+            pool.unused_memory_bytes_resident as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_memory_budget_bytes",
+            "Node-wide budget for guest memory and buffered bodies (--memory-budget)",
+            budget.limit(),
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_memory_budget_used_bytes",
+            "Bytes charged against the memory budget now",
+            budget.used(),
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_host_resources_limit",
+            "Host resources one instance may hold (--max-resources)",
+            config.max_resources as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_host_field_size_limit_bytes",
+            "Largest wasi:http fields resource (--max-field-size)",
+            config.max_field_size as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_functions_failed",
+            "Functions whose revision could not be loaded",
+            inner.failed.read().unwrap().len() as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_usage_queue_depth",
+            "Usage records waiting for the ledger writer",
+            ledger.queue_depth as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "wisp_usage_queue_capacity",
+            "Capacity of the ledger queue (--ledger-queue)",
+            ledger.queue_capacity as u64,
+        )?;
+        counter(&mut encoder, "wisp_usage_written", "Usage records written to the ledger", ledger.written_total)?;
+        counter(
+            &mut encoder,
+            "wisp_usage_dropped",
+            "Usage records dropped because the ledger queue was full",
+            ledger.dropped_total,
+        )?;
+        counter(
+            &mut encoder,
+            "wisp_usage_write_errors",
+            "Ledger batch writes that failed and were retried",
+            ledger.write_errors_total,
+        )?;
+        Ok(())
     }
 }

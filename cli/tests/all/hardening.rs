@@ -180,3 +180,31 @@ fn overflowing_and_out_of_range_inputs_are_refused_with_400() {
     assert!(bad_length.starts_with("HTTP/1.1 400"), "{bad_length}");
     node.stop();
 }
+
+#[test]
+fn memory_bombs_are_held_to_the_node_budget_and_others_keep_answering() {
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &["--memory-budget", "256Mi"]);
+    node.deploy("bomb", "misbehave", "memory=128Mi&timeout=10s");
+    node.deploy("hello", "hello", "");
+    let url = node.url.clone();
+    // 20 bombs that each try to take 128 MiB: 2.5 GiB wanted, 256 MiB granted in all.
+    let bombs: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            thread::spawn(move || request("GET", &format!("{url}/fn/bomb?mode=oom"), None, &[]).status)
+        })
+        .collect();
+    for _ in 0..10 {
+        assert_eq!(node.get("/fn/hello").status, 200, "a ready instance of another function still serves");
+    }
+    let statuses: Vec<u16> = bombs.into_iter().map(|b| b.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 500 || *s == 503), "{statuses:?}");
+    assert!(statuses.contains(&503), "the budget refused some growth: {statuses:?}");
+    assert!(node.metric("wisp_memory_budget_used_bytes") <= (256 << 20) as f64);
+    node.wait_for(Duration::from_secs(10), "the bombs' memory to be given back", |n| {
+        n.metric("wisp_memory_budget_used_bytes") < (32 << 20) as f64
+    });
+    assert_eq!(node.get("/fn/hello").status, 200);
+    node.stop();
+}

@@ -46,6 +46,10 @@ fn exactly_one_usage_record_per_invocation_under_concurrency_and_across_restarts
     assert!(record["peak_memory_bytes"].as_u64().unwrap() > 0);
     assert!(record["wall_us"].as_u64().unwrap() > 0);
     assert_eq!(record["revision"], 1);
+    assert_eq!(record["source"], "http");
+    assert_eq!(hello["summary"][0]["by_source"]["http"], hello_metric);
+    assert_eq!(node.metric("wisp_usage_dropped_total"), 0.0, "the ledger dropped nothing");
+    assert_eq!(node.metric("wisp_usage_write_errors_total"), 0.0);
 
     // Requests right before a graceful stop are all recorded too.
     for _ in 0..25 {

@@ -49,25 +49,9 @@ const MIGRATIONS: &[M<'static>] = &[
     ),
 ];
 
-/// Adds rollups to `usage_hourly`, summing into the rows that exist. `?1..?12` are the columns
-/// in table order.
-pub(crate) const UPSERT_HOURLY: &str = "
-    INSERT INTO usage_hourly (hour_ms, function, revision, source, invocations, cold_starts, ok, failed,
-                              wall_us, request_bytes, response_bytes, peak_memory_bytes_max)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-    ON CONFLICT (hour_ms, function, revision, source) DO UPDATE SET
-        invocations = invocations + excluded.invocations,
-        cold_starts = cold_starts + excluded.cold_starts,
-        ok = ok + excluded.ok,
-        failed = failed + excluded.failed,
-        wall_us = wall_us + excluded.wall_us,
-        request_bytes = request_bytes + excluded.request_bytes,
-        response_bytes = response_bytes + excluded.response_bytes,
-        peak_memory_bytes_max = MAX(peak_memory_bytes_max, excluded.peak_memory_bytes_max)";
-
-/// The same rollups computed by SQLite from raw rows with `id > ?1` (the legacy import, whose
-/// rows never pass through the writer).
-const ROLLUP_FROM_RAW: &str = "
+/// Adds the hourly rollups of the raw rows with `id > ?1` to `usage_hourly`, summing into the
+/// rows that exist: run by the writer for each batch and once by the legacy import.
+pub(crate) const ROLLUP_FROM_RAW: &str = "
     INSERT INTO usage_hourly (hour_ms, function, revision, source, invocations, cold_starts, ok, failed,
                               wall_us, request_bytes, response_bytes, peak_memory_bytes_max)
     SELECT start_ms / 3600000 * 3600000, function, revision, source, COUNT(*), SUM(cold != 0),

@@ -3,10 +3,9 @@
 //! lands. Flush, close and sync-durability acks are answered only after everything queued
 //! before them is committed.
 
-use crate::schema::UPSERT_HOURLY;
-use crate::{Durability, Shared, Source, UsageRecord};
+use crate::schema::ROLLUP_FROM_RAW;
+use crate::{Durability, Shared, UsageRecord};
 use rusqlite::{Connection, TransactionBehavior, params};
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
@@ -16,7 +15,6 @@ use tokio::sync::oneshot;
 const MAX_BATCH: usize = 4096;
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
-const HOUR_MS: u64 = 3_600_000;
 
 pub(crate) enum Msg {
     /// A record; with a sender when the caller waits until it is durable.
@@ -122,10 +120,8 @@ fn lower_priority() {
 /// write error. Then answers everyone waiting for it and empties it.
 fn commit_with_retry(conn: &mut Connection, batch: &mut Batch, shared: &Shared) {
     if !batch.records.is_empty() {
-        // Aggregated once, outside the transaction: the write lock is held for the SQL only.
-        let rollups = rollups(&batch.records);
         let mut delay = RETRY_FIRST;
-        while let Err(e) = commit(conn, &batch.records, &rollups) {
+        while let Err(e) = commit(conn, &batch.records) {
             let errors = shared.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::error!(
                 write_errors_total = errors,
@@ -143,58 +139,18 @@ fn commit_with_retry(conn: &mut Connection, batch: &mut Batch, shared: &Shared) 
     }
 }
 
-/// One `usage_hourly` row's worth of a batch.
-#[derive(Default)]
-struct Rollup {
-    invocations: u64,
-    cold_starts: u64,
-    ok: u64,
-    failed: u64,
-    wall_us: u64,
-    request_bytes: u64,
-    response_bytes: u64,
-    peak_memory_bytes_max: u64,
-}
-
-/// `(hour_ms, function, revision, source)`: `usage_hourly`'s primary key.
-type RollupKey<'a> = (u64, &'a str, u64, Source);
-
-/// Sums the batch per hour, function, revision and source: one upsert each, not one per record.
-fn rollups(records: &[UsageRecord]) -> HashMap<RollupKey<'_>, Rollup> {
-    let mut rollups: HashMap<RollupKey<'_>, Rollup> = HashMap::new();
-    for r in records {
-        let key = (r.start_ms / HOUR_MS * HOUR_MS, &*r.function, r.revision, r.source);
-        let sum = rollups.entry(key).or_default();
-        sum.invocations += 1;
-        sum.cold_starts += u64::from(r.cold);
-        if r.outcome == crate::Outcome::Ok {
-            sum.ok += 1;
-        } else {
-            sum.failed += 1;
-        }
-        sum.wall_us = sum.wall_us.saturating_add(r.wall_us);
-        sum.request_bytes = sum.request_bytes.saturating_add(r.request_bytes);
-        sum.response_bytes = sum.response_bytes.saturating_add(r.response_bytes);
-        sum.peak_memory_bytes_max = sum.peak_memory_bytes_max.max(r.peak_memory_bytes);
-    }
-    rollups
-}
-
 /// SQLite integers are i64; rusqlite refuses a larger u64, which would fail the batch on every
 /// retry. Saturate instead: no real measurement gets near.
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn commit(
-    conn: &mut Connection,
-    records: &[UsageRecord],
-    rollups: &HashMap<RollupKey<'_>, Rollup>,
-) -> rusqlite::Result<()> {
+fn commit(conn: &mut Connection, records: &[UsageRecord]) -> rusqlite::Result<()> {
     // IMMEDIATE: take the write lock up front (and wait busy_timeout for it), rather than fail
     // mid-transaction when another connection wrote in between.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
+        let before: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM usage", [], |r| r.get(0))?;
         let mut insert = tx.prepare_cached(
             "INSERT INTO usage (function, revision, source, start_ms, wall_us, cold, peak_memory_bytes, outcome,
                                 request_bytes, response_bytes, status)
@@ -215,23 +171,8 @@ fn commit(
                 r.status,
             ])?;
         }
-        let mut upsert = tx.prepare_cached(UPSERT_HOURLY)?;
-        for (&(hour_ms, function, revision, source), sum) in rollups {
-            upsert.execute(params![
-                int(hour_ms),
-                function,
-                int(revision),
-                source.as_str(),
-                int(sum.invocations),
-                int(sum.cold_starts),
-                int(sum.ok),
-                int(sum.failed),
-                int(sum.wall_us),
-                int(sum.request_bytes),
-                int(sum.response_bytes),
-                int(sum.peak_memory_bytes_max),
-            ])?;
-        }
+        // The batch's hourly rollups, in the same transaction: reports never scan raw rows.
+        tx.prepare_cached(ROLLUP_FROM_RAW)?.execute([before])?;
     }
     tx.commit()
 }

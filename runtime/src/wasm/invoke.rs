@@ -55,12 +55,17 @@ where
         Ok(Ok(body)) => body,
     };
     invoked.request_bytes = body.len() as u64;
-    // Buffered bodies count against the node's memory budget while the guest reads them.
-    let _body_charge = pool
-        .shared
-        .budget
-        .charge(body.len() as u64)
-        .ok_or(InvokeError::MemoryBudget { limit: pool.shared.budget.limit() })?;
+    // Buffered bodies count against the node's memory budget while the guest reads them (an
+    // empty one skips the shared counter).
+    let _body_charge = match body.len() {
+        0 => None,
+        n => Some(
+            pool.shared
+                .budget
+                .charge(n as u64)
+                .ok_or(InvokeError::MemoryBudget { limit: pool.shared.budget.limit() })?,
+        ),
+    };
     if parts.uri.authority().is_none() && !parts.headers.contains_key(http::header::HOST) {
         parts.headers.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
     }

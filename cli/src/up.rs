@@ -107,6 +107,25 @@ fn duration_flag(flag: &str, value: &str) -> anyhow::Result<Duration> {
     parse_duration(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
+/// Raises the soft open-files limit to the hard one and returns it: every connection, component
+/// file and pool slot's memfd needs a descriptor.
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
 /// Three quarters of physical memory, or 4 GiB if the machine will not say.
 fn default_memory_budget() -> u64 {
     // SAFETY: sysconf has no preconditions; it returns -1 on error.
@@ -138,9 +157,19 @@ impl NodeConfig {
         scheduler.scale_interval = duration_flag("--scale-interval", &args.scale_interval)?;
         scheduler.function_concurrency = args.function_concurrency.unwrap_or((args.pool_instances / 4).max(1));
         anyhow::ensure!(scheduler.function_concurrency > 0, "--function-concurrency must be above 0");
+        // Connections must never exhaust descriptors: keep a reserve for files, the store and
+        // the pool.
+        let open_files = raise_open_files_limit();
+        let max_connections = args.max_connections.min(open_files.saturating_sub(512).max(64) as usize);
+        if max_connections < args.max_connections {
+            tracing::warn!(
+                "--max-connections {} lowered to {max_connections}: the open-files limit is {open_files}",
+                args.max_connections
+            );
+        }
         let gateway = GatewayConfig {
             max_concurrency: args.max_concurrency,
-            max_connections: args.max_connections,
+            max_connections,
             max_component_bytes: size_flag("--max-component-size", &args.max_component_size)?,
             header_read_timeout: duration_flag("--header-read-timeout", &args.header_read_timeout)?,
             body_read_timeout: duration_flag("--body-read-timeout", &args.body_read_timeout)?,

@@ -1,109 +1,68 @@
-//! What the machine is, and what processes cost: CPU time (ours and a server's, per thread),
-//! RSS, address space, memory mappings and file descriptors, all read from /proc.
+//! What the machine is, and what processes cost: CPU time, RSS, address space, memory mappings
+//! and file descriptors, all read from /proc.
 
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
     pub cores: usize,
     pub cpu_model: String,
     pub kernel: String,
-    pub mem_total_gib: f64,
+    pub mem_total_mib: u64,
+    /// 1, 5 and 15 minute load averages when the run started (other work on the machine).
+    pub loadavg_at_start: String,
     pub vm_max_map_count: Option<u64>,
     pub open_files_limit: Option<u64>,
     pub git_commit: String,
     pub git_dirty: bool,
     pub rustc: String,
-    pub wisp_bin: String,
-    pub wasmtime_bin: Option<String>,
     pub wasmtime_version: Option<String>,
     pub hello_wasm: String,
     pub hello_wasm_bytes: u64,
-    pub started_at_unix: u64,
-    /// 1, 5 and 15 minute load averages when the run started (other work on the machine).
-    pub loadavg_at_start: String,
 }
 
-fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
+fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
-fn command_output(cmd: &str, args: &[&str], dir: Option<&Path>) -> Option<String> {
-    let mut c = Command::new(cmd);
-    c.args(args);
-    if let Some(dir) = dir {
-        c.current_dir(dir);
-    }
-    let out = c.output().ok()?;
+fn output(cmd: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-pub fn machine(repo: &Path, wisp_bin: &Path, wasmtime_bin: Option<&Path>, hello: &Path) -> Machine {
+pub fn machine(repo: &Path, wasmtime_bin: Option<&Path>, hello: &Path) -> Machine {
+    let unknown = || "unknown".to_string();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let kernel = command_output("uname", &["-r"], None)
-        .or_else(|| read_trimmed("/proc/sys/kernel/osrelease"))
-        .unwrap_or_else(|| "unknown".into());
-    let mem_total_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| field_kib(&m, "MemTotal:"))
-        .map_or(0.0, |kib| kib as f64 / (1024.0 * 1024.0));
-    let git_commit = command_output("git", &["rev-parse", "HEAD"], Some(repo)).unwrap_or_else(|| "unknown".into());
-    let git_dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"], Some(repo))
-        .is_some_and(|s| !s.is_empty());
-    let wasmtime_version = wasmtime_bin.and_then(|b| command_output(&b.to_string_lossy(), &["--version"], None));
+    let cpu_model = cpuinfo.lines().find_map(|l| Some(l.strip_prefix("model name")?.split_once(':')?.1.trim().into()));
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let repo = repo.to_string_lossy();
+    let git = |args: &[&str]| output("git", &[&["-C", &*repo], args].concat());
+    let mut nofile = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let nofile_ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) } == 0;
     Machine {
-        cores,
-        cpu_model,
-        kernel,
-        mem_total_gib,
-        vm_max_map_count: max_map_count(),
-        open_files_limit: open_files_limit(),
-        git_commit,
-        git_dirty,
-        rustc: command_output("rustc", &["--version"], None).unwrap_or_else(|| "unknown".into()),
-        wisp_bin: wisp_bin.display().to_string(),
-        wasmtime_bin: wasmtime_bin.map(|b| b.display().to_string()),
-        wasmtime_version,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model: cpu_model.unwrap_or_else(unknown),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(unknown),
+        mem_total_mib: field_kib(&meminfo, "MemTotal:").unwrap_or(0) / 1024,
+        loadavg_at_start: read_trimmed("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
+        vm_max_map_count: read_trimmed("/proc/sys/vm/max_map_count").and_then(|s| s.parse().ok()),
+        open_files_limit: nofile_ok.then_some(nofile.rlim_cur),
+        git_commit: git(&["rev-parse", "HEAD"]).unwrap_or_else(unknown),
+        git_dirty: git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty()),
+        rustc: output("rustc", &["--version"]).unwrap_or_else(unknown),
+        wasmtime_version: wasmtime_bin.and_then(|b| output(b, &["--version"])),
         hello_wasm: hello.display().to_string(),
         hello_wasm_bytes: std::fs::metadata(hello).map_or(0, |m| m.len()),
-        started_at_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        loadavg_at_start: loadavg(),
     }
-}
-
-pub fn max_map_count() -> Option<u64> {
-    read_trimmed("/proc/sys/vm/max_map_count")?.parse().ok()
-}
-
-pub fn open_files_limit() -> Option<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we pass.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (rc == 0).then_some(lim.rlim_cur)
 }
 
 fn field_kib(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(name)).and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-}
-
-/// CPU time (user + system) this process has used so far, all threads.
-pub fn self_cpu() -> Duration {
-    // SAFETY: getrusage writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn clock_ticks() -> f64 {
@@ -112,57 +71,25 @@ fn clock_ticks() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// (comm, utime + stime in seconds) from a /proc/.../stat file.
-fn parse_stat(text: &str) -> Option<(String, f64)> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_string();
-    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    // After "comm)": state is field 3 of the man page, so utime (14) is index 11 here.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((comm, (utime + stime) / clock_ticks()))
+/// CPU seconds (user + system) a process has used so far, all its threads.
+pub fn proc_cpu(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "(comm)" the state is field 3 of proc(5), so utime (field 14) is index 11 here.
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
 }
 
 /// Busy CPU seconds of the whole machine so far (all cores, from /proc/stat), to tell how much
 /// of the run's CPU went to processes other than the bench and the server under test.
-pub fn system_busy() -> Option<f64> {
+pub fn machine_busy() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<f64> = cpu.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy = v.first()?
-        + v.get(1)?
-        + v.get(2)?
-        + v.get(5).unwrap_or(&0.0)
-        + v.get(6).unwrap_or(&0.0)
-        + v.get(7).unwrap_or(&0.0);
+    let v: Vec<f64> =
+        stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user): all but
+    // idle and iowait.
+    let busy = v.iter().take(8).sum::<f64>() - v.get(3)? - v.get(4)?;
     Some(busy / clock_ticks())
-}
-
-fn loadavg() -> String {
-    read_trimmed("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-/// CPU seconds a process has used so far (all its threads).
-pub fn proc_cpu(pid: u32) -> Option<f64> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, s)| s)
-}
-
-/// CPU seconds per thread name of a process (threads sharing a name are summed, e.g. tokio
-/// workers). Threads that exited are not counted.
-pub fn proc_threads_cpu(pid: u32) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
-    for entry in dir.flatten() {
-        if let Some((comm, secs)) = std::fs::read_to_string(entry.path().join("stat")).ok().and_then(|t| parse_stat(&t))
-        {
-            *out.entry(comm).or_insert(0.0) += secs;
-        }
-    }
-    out
 }
 
 /// Memory and kernel-object footprint of a process.
@@ -172,7 +99,6 @@ pub struct Footprint {
     pub vm_size_kib: u64,
     pub maps: u64,
     pub fds: u64,
-    pub threads: u64,
 }
 
 pub fn footprint(pid: u32) -> Footprint {
@@ -185,20 +111,5 @@ pub fn footprint(pid: u32) -> Footprint {
         vm_size_kib: field_kib(&status, "VmSize:").unwrap_or(0),
         maps,
         fds,
-        threads: field_kib(&status, "Threads:").unwrap_or(0),
-    }
-}
-
-/// Lowers this thread's timer slack so short sleeps wake close to on time (open-loop pacing).
-pub fn precise_timers_for_this_thread() {
-    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_TIMERSLACK,
-            1 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        );
     }
 }

@@ -8,7 +8,6 @@ use sha2::{Digest, Sha256};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wisp_gateway::{Gateway, GatewayConfig};
@@ -232,7 +231,7 @@ async fn serve(args: UpArgs, config: NodeConfig) -> anyhow::Result<()> {
 
     tokio::spawn(signal_shutdown(shutdown.clone()));
     // 1. ingress: the gateway stops accepting and drains its connections.
-    gateway.serve(listener, Arc::new(registry), shutdown.clone()).await;
+    gateway.serve(listener, registry, shutdown.clone()).await;
     // 2. work admitted from any source finishes.
     if !scheduler.drain(drain_timeout).await {
         tracing::warn!("shutdown: invocations still running after {drain_timeout:?}");

@@ -73,6 +73,8 @@ pub struct Gateway {
     function_slots: Semaphore,
     config: GatewayConfig,
     metrics: GatewayMetrics,
+    /// Rendered at `/metrics`; complete (every crate registered) once `serve` is called.
+    registry: Registry,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -95,25 +97,28 @@ impl Gateway {
     pub fn new(scheduler: Scheduler, config: GatewayConfig, registry: &mut Registry) -> Self {
         let metrics = GatewayMetrics::register(registry);
         metrics.connection_limit.set(config.max_connections as i64);
-        Self { scheduler, function_slots: Semaphore::new(config.max_concurrency), config, metrics }
+        let function_slots = Semaphore::new(config.max_concurrency);
+        Self { scheduler, function_slots, config, metrics, registry: Registry::default() }
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting and drains in-flight
-    /// requests (up to the drain timeout). `registry` is rendered at `/metrics`.
-    pub async fn serve(self, listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
+    /// requests (up to the drain timeout). `registry` (the node's, complete) is rendered at
+    /// `/metrics`.
+    pub async fn serve(mut self, listener: TcpListener, registry: Registry, shutdown: CancellationToken) {
+        self.registry = registry;
         let gateway = Arc::new(self);
         let config = gateway.config.clone();
 
         // Read top to bottom: every error becomes its status here (the one mapping), bodies
         // that stall are cut off, then routing.
         let stack = ServiceBuilder::new()
-            .layer(rescue::RescueLayer(gateway.metrics.clone()))
+            .layer(rescue::RescueLayer)
             .map_request(move |req: Request<Incoming>| req.map(|b| IdleTimeout::new(b, config.body_read_timeout)))
             .service_fn({
                 let gateway = gateway.clone();
                 move |req: Request<Body>| {
-                    let (gateway, registry) = (gateway.clone(), registry.clone());
-                    async move { route(&gateway, &registry, req).await }
+                    let gateway = gateway.clone();
+                    async move { route(&gateway, req).await }
                 }
             });
 
@@ -200,12 +205,15 @@ where
     });
 }
 
-async fn route(gateway: &Gateway, registry: &Registry, req: Request<Body>) -> Result<Resp, ApiError> {
+async fn route(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
     let path = req.uri().path();
     if path.starts_with("/fn/") {
         // Shed (429) once `--max-concurrency` function requests are in flight; the permit is
         // held until the response is built.
-        let Ok(_permit) = gateway.function_slots.try_acquire() else { return Err(ApiError::Overloaded) };
+        let Ok(_permit) = gateway.function_slots.try_acquire() else {
+            gateway.metrics.shed.inc();
+            return Err(ApiError::Overloaded);
+        };
         invoke(gateway, req).await
     } else if path.starts_with("/v1/") {
         admin::handle(gateway, req).await
@@ -213,7 +221,7 @@ async fn route(gateway: &Gateway, registry: &Registry, req: Request<Body>) -> Re
         Ok(text_response(StatusCode::OK, "text/plain", "ok\n"))
     } else if path == "/metrics" {
         let mut text = String::with_capacity(16 << 10);
-        prometheus_client::encoding::text::encode(&mut text, registry)
+        prometheus_client::encoding::text::encode(&mut text, &gateway.registry)
             .map_err(|e| ApiError::Internal(format!("rendering metrics: {e}")))?;
         Ok(text_response(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", text))
     } else {

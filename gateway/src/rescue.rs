@@ -1,7 +1,6 @@
 //! The rescue layer (linkerd's `ServerRescue`): every error that reaches the top of the stack
 //! becomes its JSON answer here, through the one status mapping in `error.rs`.
 
-use crate::metrics::GatewayMetrics;
 use crate::{ApiError, Resp};
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
@@ -11,20 +10,19 @@ use std::task::{Context, Poll, ready};
 use tower::{Layer, Service};
 
 #[derive(Clone)]
-pub(crate) struct RescueLayer(pub(crate) GatewayMetrics);
+pub(crate) struct RescueLayer;
 
 impl<S> Layer<S> for RescueLayer {
     type Service = Rescue<S>;
 
     fn layer(&self, inner: S) -> Rescue<S> {
-        Rescue { inner, metrics: self.0.clone() }
+        Rescue { inner }
     }
 }
 
 #[derive(Clone)]
 pub(crate) struct Rescue<S> {
     inner: S,
-    metrics: GatewayMetrics,
 }
 
 impl<S, R> Service<R> for Rescue<S>
@@ -41,7 +39,7 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        RescueFuture { response: self.inner.call(req), metrics: self.metrics.clone() }
+        RescueFuture { response: self.inner.call(req) }
     }
 }
 
@@ -49,7 +47,6 @@ pin_project! {
     pub(crate) struct RescueFuture<F> {
         #[pin]
         response: F,
-        metrics: GatewayMetrics,
     }
 }
 
@@ -60,13 +57,7 @@ where
     type Output = Result<Resp, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.response.poll(cx));
-        Poll::Ready(Ok(result.unwrap_or_else(|error| {
-            if matches!(error, ApiError::Overloaded) {
-                this.metrics.shed.inc();
-            }
-            error.into_response()
-        })))
+        let result = ready!(self.project().response.poll(cx));
+        Poll::Ready(Ok(result.unwrap_or_else(ApiError::into_response)))
     }
 }

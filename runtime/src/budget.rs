@@ -29,11 +29,14 @@ impl MemoryBudget {
 
     /// Takes `bytes` from the budget, or nothing if they do not fit.
     pub(crate) fn try_take(&self, bytes: u64) -> bool {
-        self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.limit)
-            })
-            .is_ok()
+        // One atomic add in the common case (a CAS loop retried under contention between the
+        // request workers); an add that overshoots is undone.
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.checked_add(bytes).is_some_and(|total| total <= self.limit) {
+            return true;
+        }
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        false
     }
 
     pub(crate) fn give_back(&self, bytes: u64) {

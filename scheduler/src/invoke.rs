@@ -30,7 +30,6 @@ impl Scheduler {
             state.metrics.throttled.inc();
             return Err(InvokeError::Throttled { function: function.to_string(), limit });
         }
-        let _tracked = self.inner.in_flight.token();
         let meter = Meter {
             deployed: &deployed,
             ledger: &self.inner.ledger,

@@ -24,12 +24,11 @@ use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::{Store, StoredRevision};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use wisp_ledger::Ledger;
 use wisp_runtime::wasm::{Compiled, InstancePool, PoolId, WasmRuntime};
 use wisp_runtime::{Invoked, LogBuffer, Workload, WorkloadStats};
@@ -123,8 +122,9 @@ pub(crate) struct Inner {
     /// Serializes deploys and deletes so revision numbers and traffic switches stay ordered.
     admin: tokio::sync::Mutex<()>,
     policy: IdleScaler,
-    /// Invocations in flight from every source, so shutdown can drain them.
-    in_flight: TaskTracker,
+    /// Every function's state while anything holds it (deleted functions' in-flight
+    /// invocations included), so shutdown can wait for their admitted invocations.
+    states: std::sync::Mutex<Vec<std::sync::Weak<FunctionState>>>,
 }
 
 impl Inner {
@@ -175,7 +175,7 @@ impl Scheduler {
                 failed: RwLock::default(),
                 admin: tokio::sync::Mutex::new(()),
                 policy,
-                in_flight: TaskTracker::new(),
+                states: std::sync::Mutex::default(),
             }),
         };
         registry.register_collector(Box::new(metrics::NodeCollector(Arc::downgrade(&scheduler.inner))));
@@ -267,12 +267,18 @@ impl Scheduler {
         let previous = inner.functions.read().unwrap().get(&name).cloned();
         let state = match &previous {
             Some(p) => p.state.clone(),
-            None => Arc::new(FunctionState {
-                name: name.as_str().into(),
-                logs: Arc::new(LogBuffer::new(inner.runtime.config().log_buffer_bytes)),
-                admitted: AtomicUsize::new(0),
-                metrics: inner.metrics.function(&name),
-            }),
+            None => {
+                let state = Arc::new(FunctionState {
+                    name: name.as_str().into(),
+                    logs: Arc::new(LogBuffer::new(inner.runtime.config().log_buffer_bytes)),
+                    admitted: AtomicUsize::new(0),
+                    metrics: inner.metrics.function(&name),
+                });
+                let mut states = inner.states.lock().unwrap();
+                states.retain(|s| s.strong_count() > 0);
+                states.push(Arc::downgrade(&state));
+                state
+            }
         };
         let id = PoolId { function: state.name.clone(), revision: stored.revision };
         let live = Live::Wasm(inner.runtime.pool(id, compiled, stored.settings.limits(), state.logs.clone()));
@@ -370,11 +376,28 @@ impl Scheduler {
         Ok(self.inner.ledger.report(query).await?)
     }
 
-    /// Stops admitting nothing new itself (ingress stops first) and waits up to `timeout` for
-    /// invocations in flight from every source to finish.
+    /// Waits up to `timeout` for the invocations admitted from every source to finish (ingress
+    /// stops first). Polls the per-function admission counters the request path keeps anyway,
+    /// rather than adding a shared counter to every request.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        self.inner.in_flight.close();
-        tokio::time::timeout(timeout, self.inner.in_flight.wait()).await.is_ok()
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let busy = self
+                .inner
+                .states
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .any(|s| s.admitted.load(Ordering::Relaxed) > 0);
+            if !busy {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn view(&self, d: &Deployed) -> FunctionView {

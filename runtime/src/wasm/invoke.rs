@@ -5,6 +5,7 @@
 use super::pool::{InstancePool, InstantiateError, PoolInner, Ready};
 use crate::{BodyError, InvokeError, Invoked, Workload, WorkloadStats, read_within};
 use bytes::Bytes;
+use futures::FutureExt;
 use http_body::Body;
 use http_body_util::Full;
 use std::time::{Duration, Instant};
@@ -48,11 +49,19 @@ where
 {
     let limits = pool.limits;
     let (mut parts, body) = req.into_parts();
-    let body = match timeout_at(deadline.into(), read_within(&parts.headers, body, limits.max_request_body)).await {
-        Err(_) => return Err(InvokeError::Timeout(limits.timeout)),
-        Ok(Err(BodyError::TooLarge { limit })) => return Err(InvokeError::RequestTooLarge { limit }),
-        Ok(Err(e)) => return Err(InvokeError::BadRequest(e)),
-        Ok(Ok(body)) => body,
+    let read = {
+        let read = read_within(&parts.headers, body, limits.max_request_body);
+        tokio::pin!(read);
+        // Most bodies are already here (or empty): only a body still arriving needs a timer.
+        match read.as_mut().now_or_never() {
+            Some(read) => read,
+            None => timeout_at(deadline.into(), read).await.map_err(|_| InvokeError::Timeout(limits.timeout))?,
+        }
+    };
+    let body = match read {
+        Err(BodyError::TooLarge { limit }) => return Err(InvokeError::RequestTooLarge { limit }),
+        Err(e) => return Err(InvokeError::BadRequest(e)),
+        Ok(body) => body,
     };
     invoked.request_bytes = body.len() as u64;
     // Buffered bodies count against the node's memory budget while the guest reads them (an
@@ -145,7 +154,6 @@ async fn run(
             // The handler returned first; usually it finished its body, so the response is
             // complete now. If it left the body open, dropping its store closes it, and what
             // is left of the same deadline bounds the wait.
-            use futures::FutureExt;
             if let Some(result) = response.as_mut().now_or_never() {
                 pool.reap(store);
                 return (result, peak);

@@ -275,8 +275,11 @@ pub(crate) async fn instantiate(
         Ok(proxy) => Ok(Ready { store, proxy }),
         Err(_) if store.data().memory.budget_refused => Err(InstantiateError::Budget),
         Err(e) => {
+            // The host ran out of memory or maps (vm.max_map_count): wasmtime reports ENOMEM
+            // as a std or a rustix error depending on which call failed.
             let out_of_memory = e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::OutOfMemory)
+                    || c.downcast_ref::<rustix::io::Errno>() == Some(&rustix::io::Errno::NOMEM)
             });
             if out_of_memory || e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
                 Err(InstantiateError::Capacity(format!("{e:#}")))

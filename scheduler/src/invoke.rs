@@ -2,12 +2,12 @@
 //! its source. Admission against the function's concurrency cap, exactly one usage record per
 //! admitted invocation (even if the caller goes away), and the invocation metrics all live here.
 
-use crate::{Deployed, InvokeError, Scheduler};
+use crate::{Deployed, Inner, InvokeError, Scheduler};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use wisp_ledger::{Committed, Ledger, Outcome, Source, UsageRecord};
+use wisp_ledger::{Committed, Outcome, Source, UsageRecord};
 use wisp_runtime::{Invoked, Workload};
 
 impl Scheduler {
@@ -27,12 +27,12 @@ impl Scheduler {
         let state = &deployed.state;
         if state.admitted.fetch_add(1, Ordering::Relaxed) >= limit as usize {
             state.admitted.fetch_sub(1, Ordering::Relaxed);
-            state.metrics.throttled.inc();
+            self.inner.metrics_of(state).throttled.inc();
             return Err(InvokeError::Throttled { function: function.to_string(), limit });
         }
         let meter = Meter {
             deployed: &deployed,
-            ledger: &self.inner.ledger,
+            inner: &self.inner,
             source,
             started: Instant::now(),
             start_ms: crate::now_ms(),
@@ -74,7 +74,7 @@ fn outcome(result: &Result<http::Response<Bytes>, wisp_runtime::InvokeError>) ->
 /// went away first (the future was dropped), and releases its admission slot either way.
 struct Meter<'a> {
     deployed: &'a Deployed,
-    ledger: &'a Ledger,
+    inner: &'a Inner,
     source: Source,
     started: Instant,
     start_ms: u64,
@@ -90,8 +90,8 @@ impl Meter<'_> {
             Some(Ok(response)) => (response.status().as_u16(), response.body().len() as u64),
             _ => (0, 0),
         };
-        self.deployed.state.metrics.observe(outcome, cold, wall);
-        self.ledger.record(UsageRecord {
+        self.inner.metrics_of(&self.deployed.state).observe(outcome, cold, wall);
+        self.inner.ledger.record(UsageRecord {
             function: self.deployed.state.name.clone(),
             revision: self.deployed.stored.revision,
             source: self.source,

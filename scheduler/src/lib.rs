@@ -94,7 +94,8 @@ struct FunctionState {
     logs: Arc<LogBuffer>,
     /// Invocations admitted now (all revisions), against `max_concurrency`.
     admitted: AtomicUsize,
-    metrics: FunctionMetrics,
+    /// Created by the first invocation: an idle function costs no metric series.
+    metrics: std::sync::OnceLock<FunctionMetrics>,
 }
 
 /// A function's live revision, what invocations are routed to.
@@ -130,6 +131,11 @@ pub(crate) struct Inner {
 impl Inner {
     fn live(&self) -> Vec<Arc<Deployed>> {
         self.functions.read().unwrap().values().cloned().collect()
+    }
+
+    /// A function's metric handles, created on its first use.
+    fn metrics_of<'a>(&self, state: &'a FunctionState) -> &'a FunctionMetrics {
+        state.metrics.get_or_init(|| self.metrics.function(&state.name))
     }
 
     /// Invocations a function may run at once: its own `max_concurrency`, or the node default.
@@ -272,7 +278,7 @@ impl Scheduler {
                     name: name.as_str().into(),
                     logs: Arc::new(LogBuffer::new(inner.runtime.config().log_buffer_bytes)),
                     admitted: AtomicUsize::new(0),
-                    metrics: inner.metrics.function(&name),
+                    metrics: std::sync::OnceLock::new(),
                 });
                 let mut states = inner.states.lock().unwrap();
                 states.retain(|s| s.strong_count() > 0);

@@ -1,15 +1,4 @@
 use crate::harness::*;
-use std::io::{Read, Write};
-
-/// Sends raw bytes and reads the answer until the node closes or 1 s of silence.
-fn raw_http(node: &Node, head: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(node.url.trim_start_matches("http://")).unwrap();
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    let _ = stream.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
 
 #[test]
 fn deploys_every_example_and_serves_it() {
@@ -107,7 +96,7 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 
     // A declared oversized upload is refused before its body is sent.
     let huge_upload =
-        raw_http(&node, "POST /v1/functions/other HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n");
+        raw_http(&node, b"POST /v1/functions/other HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n");
     assert!(huge_upload.starts_with("HTTP/1.1 413"), "{huge_upload}");
     assert!(huge_upload.contains("component upload exceeds the limit of 1048576 bytes"), "{huge_upload}");
 

@@ -8,19 +8,6 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn connect(node: &Node) -> TcpStream {
-    let stream = TcpStream::connect(node.url.trim_start_matches("http://")).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    stream
-}
-
-/// Reads until the server closes the connection (or the read timeout); returns what came.
-fn read_until_closed(stream: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let _ = stream.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 #[test]
 fn slow_headers_idle_connections_and_stalled_bodies_are_cut_off() {
     let dir = tempdir();
@@ -172,11 +159,7 @@ fn overflowing_and_out_of_range_inputs_are_refused_with_400() {
         assert_eq!(resp.status, 400, "limit={limit}: {}", resp.body);
         assert!(resp.error().contains("limit"), "{}", resp.body);
     }
-    let bad_length = {
-        let mut s = connect(&node);
-        s.write_all(b"POST /fn/f HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello").unwrap();
-        read_until_closed(&mut s)
-    };
+    let bad_length = raw_http(&node, b"POST /fn/f HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello");
     assert!(bad_length.starts_with("HTTP/1.1 400"), "{bad_length}");
     node.stop();
 }

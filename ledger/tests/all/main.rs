@@ -363,7 +363,8 @@ async fn legacy_rows_whose_ids_are_taken_are_appended() {
 #[tokio::test]
 async fn data_dir_of_release_921004f_upgrades() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wisp-921004f.db");
+    // The one fixture of that release, shared with the cli upgrade test.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/tests/fixtures/data-921004f/wisp.db");
     std::fs::copy(fixture, dir.path().join("wisp.db")).unwrap();
 
     let ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();

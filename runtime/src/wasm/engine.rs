@@ -142,10 +142,7 @@ impl WasmRuntime {
             match e {
                 pool::InstantiateError::Capacity(m) => DeployError::Capacity(m),
                 pool::InstantiateError::Component(m) => DeployError::Instantiate(m),
-                pool::InstantiateError::Budget => DeployError::Capacity(format!(
-                    "the node's memory budget of {} bytes is spent",
-                    self.shared.budget.limit()
-                )),
+                budget @ pool::InstantiateError::Budget(_) => DeployError::Capacity(budget.to_string()),
             }
         })
     }

@@ -68,12 +68,7 @@ where
     // empty one skips the shared counter).
     let _body_charge = match body.len() {
         0 => None,
-        n => Some(
-            pool.shared
-                .budget
-                .charge(n as u64)
-                .ok_or(InvokeError::MemoryBudget { limit: pool.shared.budget.limit() })?,
-        ),
+        n => Some(pool.shared.budget.charge(n as u64).ok_or_else(|| pool.budget_spent())?),
     };
     if parts.uri.authority().is_none() && !parts.headers.contains_key(http::header::HOST) {
         parts.headers.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
@@ -83,7 +78,7 @@ where
     let (ready, cold) = pool.take().await.map_err(|e| match e {
         InstantiateError::Capacity(m) => InvokeError::Capacity(m),
         InstantiateError::Component(m) => InvokeError::Guest(format!("instantiating: {m}")),
-        InstantiateError::Budget => InvokeError::MemoryBudget { limit: pool.shared.budget.limit() },
+        InstantiateError::Budget(limit) => InvokeError::MemoryBudget { limit },
     })?;
     invoked.cold = cold;
     let (result, peak) = run(pool, ready, http::Request::from_parts(parts, Full::new(body)), deadline).await;
@@ -147,7 +142,7 @@ async fn run(
     let (peak, refused, budget_refused) = (memory.peak, memory.refused, memory.budget_refused);
     let result = match raced {
         Err(_) => Err(InvokeError::Timeout(limits.timeout)),
-        Ok((Err(_), _)) if budget_refused => Err(InvokeError::MemoryBudget { limit: pool.shared.budget.limit() }),
+        Ok((Err(_), _)) if budget_refused => Err(pool.budget_spent()),
         Ok((Err(e), _)) => Err(classify(e, refused, limits.memory_bytes, limits.timeout)),
         Ok((Ok(()), Some(response))) => response,
         Ok((Ok(()), None)) => {

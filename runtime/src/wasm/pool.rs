@@ -4,7 +4,7 @@
 
 use super::engine::{Compiled, Shared};
 use super::host::{DenyOutbound, Host, LogStream, MemoryMeter};
-use crate::{Limits, LogBuffer, WorkloadStats};
+use crate::{InvokeError, Limits, LogBuffer, WorkloadStats};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -177,6 +177,11 @@ impl PoolInner {
         }
     }
 
+    /// The error of an invocation refused by the node's memory budget.
+    pub(crate) fn budget_spent(&self) -> InvokeError {
+        InvokeError::MemoryBudget { limit: self.shared.budget.limit() }
+    }
+
     /// Wakes the refill task, e.g. after a store was dropped without `reap`.
     pub(crate) fn wake_refill(&self) {
         self.refill.notify_one();
@@ -227,8 +232,8 @@ pub(crate) enum InstantiateError {
     Capacity(String),
     #[error("{0}")]
     Component(String),
-    #[error("the node's memory budget is spent")]
-    Budget,
+    #[error("the node's memory budget of {0} bytes is spent (--memory-budget)")]
+    Budget(u64),
 }
 
 /// Builds a store with the function's limits (memory, host resources, deadline) and
@@ -273,7 +278,7 @@ pub(crate) async fn instantiate(
     store.set_epoch_deadline(1);
     match pre.instantiate_async(&mut store).await {
         Ok(proxy) => Ok(Ready { store, proxy }),
-        Err(_) if store.data().memory.budget_refused => Err(InstantiateError::Budget),
+        Err(_) if store.data().memory.budget_refused => Err(InstantiateError::Budget(shared.budget.limit())),
         Err(e) => {
             // The host ran out of memory or maps (vm.max_map_count): wasmtime reports ENOMEM
             // as a std or a rustix error depending on which call failed.

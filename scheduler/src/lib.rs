@@ -205,9 +205,14 @@ impl Scheduler {
         tokio::spawn(autoscaler::run(Arc::downgrade(&self.inner), self.inner.config.scale_interval, shutdown))
     }
 
-    /// Reads and compiles a stored revision's artifact off the async threads.
+    /// Reads and compiles a stored revision's artifact off the async threads; a component
+    /// another function already loaded (many functions, one component) is neither read nor
+    /// compiled again.
     async fn load(&self, stored: &StoredRevision) -> Result<Compiled, SchedulerError> {
         let Artifact::Wasm { sha256, .. } = &stored.artifact;
+        if let Some(compiled) = self.inner.runtime.loaded(sha256) {
+            return Ok(compiled);
+        }
         let inner = self.inner.clone();
         let hash = sha256.clone();
         tokio::task::spawn_blocking(move || {

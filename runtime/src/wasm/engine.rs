@@ -106,8 +106,8 @@ impl WasmRuntime {
     /// component. `content_hash` is the hex sha256 of `bytes`. Blocking and CPU-heavy: call it
     /// off the async request path.
     pub fn compile(&self, content_hash: &str, bytes: &[u8]) -> Result<Compiled, DeployError> {
-        if let Some(pre) = self.loaded.lock().unwrap().get(content_hash).and_then(Weak::upgrade) {
-            return Ok(Compiled { pre });
+        if let Some(compiled) = self.loaded(content_hash) {
+            return Ok(compiled);
         }
         check_bytes(bytes)?;
         let component = self.cache.load(&self.shared.engine, content_hash, bytes)?;
@@ -118,6 +118,13 @@ impl WasmRuntime {
         loaded.retain(|_, pre| pre.strong_count() > 0);
         loaded.insert(content_hash.to_string(), Arc::downgrade(&pre));
         Ok(Compiled { pre })
+    }
+
+    /// The component with this content hash, if a live pool already holds it compiled: callers
+    /// can skip reading its bytes.
+    pub fn loaded(&self, content_hash: &str) -> Option<Compiled> {
+        let pre = self.loaded.lock().unwrap().get(content_hash).and_then(Weak::upgrade)?;
+        Some(Compiled { pre })
     }
 
     /// Deletes the cached compiled form of a component that no revision refers to any more.

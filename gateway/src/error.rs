@@ -29,17 +29,9 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// The status for each kind of scheduler failure.
+/// The status for each kind of scheduler failure ([`ErrorKind::http_status`]).
 pub fn kind_status(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::Throttled => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        ErrorKind::FunctionFailed | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(kind.http_status()).expect("ErrorKind::http_status returns valid statuses")
 }
 
 impl ApiError {

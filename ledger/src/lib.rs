@@ -19,7 +19,7 @@ mod report;
 mod schema;
 mod writer;
 
-pub use record::{Outcome, Source, UsageRecord};
+pub use record::{Origin, Outcome, Source, UsageRecord};
 pub use report::{StoredUsage, UsageQuery, UsageReport, UsageSummary};
 
 use rusqlite::Connection;

@@ -103,6 +103,23 @@ pub(crate) fn lenient_source<'de, D: Deserializer<'de>>(d: D) -> Result<Source, 
     Ok(Source::parse_lenient(&String::deserialize(d)?))
 }
 
+/// What triggered one invocation: its source, and for event sources the trigger and the event id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The kind of source.
+    pub source: Source,
+    /// The trigger that delivered the event (Kafka and RabbitMQ sources).
+    pub trigger: Option<Arc<str>>,
+    /// The event's id: a CloudEvent id, or an async invocation's id.
+    pub event_id: Option<Arc<str>>,
+}
+
+impl From<Source> for Origin {
+    fn from(source: Source) -> Self {
+        Origin { source, trigger: None, event_id: None }
+    }
+}
+
 /// Exactly one per invocation.
 #[derive(Debug, Clone)]
 pub struct UsageRecord {
@@ -128,6 +145,10 @@ pub struct UsageRecord {
     pub response_bytes: u64,
     /// The function's HTTP status; 0 when it produced no response (the outcome says why).
     pub status: u16,
+    /// The trigger that delivered the event (Kafka and RabbitMQ sources).
+    pub trigger: Option<Arc<str>>,
+    /// The event's id: the CloudEvent id a trigger sent, or an async invocation's id.
+    pub event_id: Option<Arc<str>>,
 }
 
 #[cfg(test)]

@@ -82,6 +82,12 @@ pub struct StoredUsage {
     pub response_bytes: u64,
     /// The function's HTTP status; 0 when it produced no response.
     pub status: u16,
+    /// The trigger that delivered the event, for trigger sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The event's id (CloudEvent id or async invocation id), for event sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
 }
 
 impl Default for StoredUsage {
@@ -100,6 +106,8 @@ impl Default for StoredUsage {
             request_bytes: 0,
             response_bytes: 0,
             status: 0,
+            trigger: None,
+            event_id: None,
         }
     }
 }
@@ -143,7 +151,7 @@ fn summary_sql(filter: &str) -> String {
 fn records_sql(filter: &str) -> String {
     format!(
         "SELECT id, function, revision, source, start_ms, wall_us, cold, peak_memory_bytes, outcome,
-                request_bytes, response_bytes, status
+                request_bytes, response_bytes, status, trigger, event_id
          FROM usage WHERE {filter} ORDER BY id DESC LIMIT ?2"
     )
 }
@@ -190,6 +198,8 @@ pub(crate) fn report(conn: &mut Connection, query: &UsageQuery) -> rusqlite::Res
                 request_bytes: u64_at(r, 9)?,
                 response_bytes: u64_at(r, 10)?,
                 status: r.get(11)?,
+                trigger: r.get(12)?,
+                event_id: r.get(13)?,
             })
         })?
         .collect::<Result<_, _>>()?

@@ -47,6 +47,12 @@ const MIGRATIONS: &[M<'static>] = &[
          CREATE INDEX usage_hourly_function ON usage_hourly (function, source);
          CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);",
     ),
+    // v2: which trigger delivered an event-driven invocation, and the event's id (a CloudEvent
+    // id, or an async invocation's id), so deliveries can be counted per event.
+    M::up(
+        "ALTER TABLE usage ADD COLUMN trigger TEXT;
+         ALTER TABLE usage ADD COLUMN event_id TEXT;",
+    ),
 ];
 
 /// Adds the hourly rollups of the raw rows with `id > ?1` to `usage_hourly`, summing into the

@@ -153,8 +153,8 @@ fn commit(conn: &mut Connection, records: &[UsageRecord]) -> rusqlite::Result<()
         let before: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM usage", [], |r| r.get(0))?;
         let mut insert = tx.prepare_cached(
             "INSERT INTO usage (function, revision, source, start_ms, wall_us, cold, peak_memory_bytes, outcome,
-                                request_bytes, response_bytes, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                request_bytes, response_bytes, status, trigger, event_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         for r in records {
             insert.execute(params![
@@ -169,6 +169,8 @@ fn commit(conn: &mut Connection, records: &[UsageRecord]) -> rusqlite::Result<()
                 int(r.request_bytes),
                 int(r.response_bytes),
                 r.status,
+                r.trigger.as_deref(),
+                r.event_id.as_deref(),
             ])?;
         }
         // The batch's hourly rollups, in the same transaction: reports never scan raw rows.

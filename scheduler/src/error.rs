@@ -15,6 +15,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The function is at its concurrency limit.
     Throttled,
+    /// An object of that name exists already.
+    Conflict,
     /// The node cannot serve this now (out of instance slots, memory budget, function not loaded).
     Unavailable,
     /// The function ran past its timeout.
@@ -23,6 +25,24 @@ pub enum ErrorKind {
     FunctionFailed,
     /// Something on the node broke (disk, database).
     Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status that reports this kind: what the gateway answers, and what a trigger
+    /// retries on and records as `knativeerrorcode` when the function produced no response.
+    /// Exhaustive, so a new kind cannot silently become a 500.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::Invalid => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::Throttled => 429,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Timeout => 504,
+            ErrorKind::FunctionFailed | ErrorKind::Internal => 500,
+        }
+    }
 }
 
 /// Why an admin operation (deploy, delete, describe...) failed.

@@ -7,16 +7,17 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use wisp_ledger::{Committed, Outcome, Source, UsageRecord};
+use wisp_ledger::{Committed, Origin, Outcome, UsageRecord};
 use wisp_runtime::{Invoked, Workload};
 
 impl Scheduler {
-    /// Runs `req` on `function`'s live revision. `req`'s URI is what the function sees.
+    /// Runs `req` on `function`'s live revision. `req`'s URI is what the function sees;
+    /// `origin` (a [`wisp_ledger::Source`], or a trigger and event id) is metered with it.
     pub async fn invoke<B>(
         &self,
         function: &str,
         req: http::Request<B>,
-        source: Source,
+        origin: impl Into<Origin>,
     ) -> Result<http::Response<Bytes>, InvokeError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -33,7 +34,7 @@ impl Scheduler {
         let meter = Meter {
             deployed: &deployed,
             inner: &self.inner,
-            source,
+            origin: origin.into(),
             started: Instant::now(),
             start_ms: crate::now_ms(),
             done: false,
@@ -75,7 +76,7 @@ fn outcome(result: &Result<http::Response<Bytes>, wisp_runtime::InvokeError>) ->
 struct Meter<'a> {
     deployed: &'a Deployed,
     inner: &'a Inner,
-    source: Source,
+    origin: Origin,
     started: Instant,
     start_ms: u64,
     done: bool,
@@ -94,7 +95,7 @@ impl Meter<'_> {
         self.inner.ledger.record(UsageRecord {
             function: self.deployed.state.name.clone(),
             revision: self.deployed.stored.revision,
-            source: self.source,
+            source: self.origin.source,
             start_ms: self.start_ms,
             wall_us: wall.as_micros() as u64,
             cold,
@@ -103,6 +104,8 @@ impl Meter<'_> {
             request_bytes,
             response_bytes,
             status,
+            trigger: self.origin.trigger.clone(),
+            event_id: self.origin.event_id.clone(),
         })
     }
 

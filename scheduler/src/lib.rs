@@ -15,7 +15,7 @@ pub use api::{FunctionView, RevisionView};
 pub use autoscaler::{IdleScaler, Sample};
 pub use error::{ErrorKind, InvokeError, SchedulerError};
 pub use model::{Artifact, SETTING_NAMES, Settings, parse_duration, parse_size, validate_name};
-pub use wisp_ledger::{Source, UsageQuery, UsageReport};
+pub use wisp_ledger::{Origin, Source, UsageQuery, UsageReport};
 pub use wisp_runtime::{BodyError, read_within};
 
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+pub use store::StoredObject;
 use store::{Store, StoredRevision};
 use tokio_util::sync::CancellationToken;
 use wisp_ledger::Ledger;
@@ -368,6 +369,29 @@ impl Scheduler {
         .await?;
         tracing::info!(function = name, "deleted");
         Ok(())
+    }
+
+    /// Whether a function of this name is deployed (loaded or not).
+    pub fn exists(&self, name: &str) -> bool {
+        self.inner.functions.read().unwrap().contains_key(name) || self.inner.failed.read().unwrap().contains_key(name)
+    }
+
+    /// Stores an API object durably unless one of its kind and name exists (returns false then).
+    pub async fn create_object(&self, object: StoredObject) -> Result<bool, SchedulerError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.store.create_object(&object)).await?
+    }
+
+    /// Deletes an API object; returns whether it existed.
+    pub async fn delete_object(&self, kind: &str, name: &str) -> Result<bool, SchedulerError> {
+        let (inner, kind, name) = (self.inner.clone(), kind.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || inner.store.delete_object(&kind, &name)).await?
+    }
+
+    /// Every stored API object of a kind, by name.
+    pub async fn objects(&self, kind: &str) -> Result<Vec<StoredObject>, SchedulerError> {
+        let (inner, kind) = (self.inner.clone(), kind.to_string());
+        tokio::task::spawn_blocking(move || inner.store.objects(&kind)).await?
     }
 
     /// The function's captured guest output.

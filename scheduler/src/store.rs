@@ -24,6 +24,20 @@ pub(crate) struct StoredRevision {
     pub(crate) created_at_ms: u64,
 }
 
+/// An API object other than a function (a trigger, say): its spec is JSON that the crate owning
+/// the kind parses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// The object's kind (`trigger`).
+    pub kind: String,
+    /// Its name, unique per kind.
+    pub name: String,
+    /// Its spec, JSON.
+    pub spec: String,
+    /// When it was created.
+    pub created_at_ms: u64,
+}
+
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran. Never edit
 /// one that shipped: add the next.
 const MIGRATIONS: &[&str] = &[
@@ -59,6 +73,15 @@ const MIGRATIONS: &[&str] = &[
      DROP TABLE revisions;
      ALTER TABLE revisions_v2 RENAME TO revisions;
      CREATE INDEX revisions_artifact ON revisions (artifact_kind, artifact_digest);",
+    // 3: API objects other than functions (triggers now), as JSON specs by kind and name. The
+    // crate that owns a kind parses its specs; the registry only keeps them durable.
+    "CREATE TABLE objects (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (kind, name)
+     );",
 ];
 
 /// Brings the schema up to date, one transaction per step. A data dir from a newer release
@@ -232,6 +255,31 @@ impl Store {
             .map(|(kind, digest, bytes)| artifact_from(kind, digest, bytes))
             .collect::<Result<_, _>>()
             .map(Some)
+    }
+
+    /// Stores an object unless one of that kind and name exists; returns whether it did.
+    pub(crate) fn create_object(&self, object: &StoredObject) -> Result<bool, SchedulerError> {
+        let n = self.conn().execute(
+            "INSERT INTO objects (kind, name, spec, created_at_ms) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            params![object.kind, object.name, object.spec, object.created_at_ms],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Deletes an object; returns whether it existed.
+    pub(crate) fn delete_object(&self, kind: &str, name: &str) -> Result<bool, SchedulerError> {
+        Ok(self.conn().execute("DELETE FROM objects WHERE kind = ?1 AND name = ?2", params![kind, name])? == 1)
+    }
+
+    /// Every object of a kind, by name.
+    pub(crate) fn objects(&self, kind: &str) -> Result<Vec<StoredObject>, SchedulerError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT kind, name, spec, created_at_ms FROM objects WHERE kind = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([kind], |r| {
+            Ok(StoredObject { kind: r.get(0)?, name: r.get(1)?, spec: r.get(2)?, created_at_ms: r.get(3)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Deletes a component file no revision refers to.

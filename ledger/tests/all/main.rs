@@ -63,6 +63,8 @@ fn record(function: &str, source: Source, start_ms: u64, outcome: Outcome, n: u6
         request_bytes: n % 3,
         response_bytes: 17 + n % 11,
         status: if outcome == Outcome::Ok { 200 } else { 0 },
+        trigger: None,
+        event_id: None,
     }
 }
 

@@ -1,0 +1,1 @@
+//! Kafka trigger tests (being written).

@@ -1,0 +1,1 @@
+//! RabbitMQ trigger tests (being written).

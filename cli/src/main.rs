@@ -53,6 +53,8 @@ enum Command {
     #[command(visible_alias = "delete")]
     Rm(cmd::rm::RmArgs),
     Usage(cmd::usage::UsageArgs),
+    Trigger(cmd::trigger::TriggerArgs),
+    Invocation(cmd::invocation::InvocationArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -67,6 +69,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => cmd::logs::run(&client(), out, args),
         Command::Rm(args) => cmd::rm::run(&client(), out, args),
         Command::Usage(args) => cmd::usage::run(&client(), out, args),
+        Command::Trigger(args) => cmd::trigger::run(&client(), out, args),
+        Command::Invocation(args) => cmd::invocation::run(&client(), out, args),
     }
 }
 

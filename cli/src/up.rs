@@ -1,6 +1,7 @@
-//! `wisp up`: the composition root. Builds the ledger, the Wasm runtime, the scheduler and the
-//! gateway, owns the one cancellation token, and shuts down in order: stop ingress, drain
-//! in-flight work, flush the ledger.
+//! `wisp up`: the composition root. Builds the ledger, the Wasm runtime, the scheduler, the
+//! triggers and async invocations, and the gateway, owns the one cancellation token, and shuts
+//! down in order: stop ingress (HTTP, then triggers and async work, which commit what they
+//! finished), drain in-flight work, flush the ledger.
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
@@ -15,6 +16,7 @@ use wisp_ledger::{Durability, Ledger, LedgerConfig};
 use wisp_runtime::MemoryBudget;
 use wisp_runtime::wasm::{WasmConfig, WasmRuntime};
 use wisp_scheduler::{Scheduler, SchedulerConfig, parse_duration, parse_size};
+use wisp_triggers::{BackoffPolicy, DeliverySpec, Invocations, InvocationsConfig, Triggers, TriggersConfig};
 
 /// Run a Wisp node in the foreground (gateway + scheduler + runtime)
 #[derive(clap::Args, Debug)]
@@ -84,6 +86,24 @@ pub struct UpArgs {
     /// batches every 20ms (which a crash of the machine can lose)
     #[arg(long)]
     ledger_sync: bool,
+    /// Async invocations run at once, node-wide
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    async_concurrency: usize,
+    /// Retries of a failed async invocation (5xx, 404, 408, 409, 429, timeouts) and of its callback
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    async_retries: u32,
+    /// Backoff unit between async retries (200ms, PT0.2S...)
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    async_backoff: String,
+    /// How an async retry's delay grows: exponential (2d, 4d, 8d...) or linear (d, 2d, 3d...)
+    #[arg(long, default_value = "exponential", value_name = "POLICY")]
+    async_backoff_policy: String,
+    /// How long one async attempt may take
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    async_timeout: String,
+    /// How long a finished async invocation's result is kept
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    async_retention: String,
     /// Worker threads for request handling (default: one per core)
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
@@ -96,6 +116,8 @@ struct NodeConfig {
     scheduler: SchedulerConfig,
     gateway: GatewayConfig,
     ledger: LedgerConfig,
+    triggers: TriggersConfig,
+    invocations: InvocationsConfig,
 }
 
 fn size_flag(flag: &str, value: &str) -> anyhow::Result<u64> {
@@ -180,7 +202,25 @@ impl NodeConfig {
             durability: if args.ledger_sync { Durability::Sync } else { Durability::Batched },
             ..LedgerConfig::default()
         };
-        Ok(Self { wasm, memory_budget, scheduler, gateway, ledger })
+        anyhow::ensure!(args.async_concurrency > 0, "--async-concurrency must be above 0");
+        let delivery = DeliverySpec {
+            retries: args.async_retries,
+            backoff_ms: duration_flag("--async-backoff", &args.async_backoff)?.as_millis() as u64,
+            backoff_policy: BackoffPolicy::parse(&args.async_backoff_policy)
+                .map_err(|e| anyhow::anyhow!("--async-backoff-policy: {e}"))?,
+            timeout_ms: duration_flag("--async-timeout", &args.async_timeout)?.as_millis() as u64,
+        };
+        delivery.validate().map_err(|(field, e)| anyhow::anyhow!("--async-{field}: {e}"))?;
+        // Stopping triggers and async work shares the drain budget with HTTP requests.
+        let drain = gateway.drain_timeout;
+        let invocations = InvocationsConfig {
+            concurrency: args.async_concurrency,
+            delivery,
+            retention: duration_flag("--async-retention", &args.async_retention)?,
+            drain,
+        };
+        let triggers = TriggersConfig { drain };
+        Ok(Self { wasm, memory_budget, scheduler, gateway, ledger, triggers, invocations })
     }
 }
 
@@ -215,7 +255,11 @@ async fn serve(args: UpArgs, config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", data_dir.display()))?;
     let autoscaler = scheduler.spawn_autoscaler(shutdown.child_token());
     let drain_timeout = config.gateway.drain_timeout;
-    let gateway = Gateway::new(scheduler.clone(), config.gateway, &mut registry);
+    let triggers =
+        Triggers::start(scheduler.clone(), config.triggers, &mut registry).await.context("starting the triggers")?;
+    let invocations = Invocations::open(data_dir, scheduler.clone(), config.invocations)
+        .with_context(|| format!("opening the async invocation store in {}", data_dir.display()))?;
+    let gateway = Gateway::new(scheduler.clone(), triggers.clone(), invocations.clone(), config.gateway, &mut registry);
 
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
@@ -230,8 +274,11 @@ async fn serve(args: UpArgs, config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, functions = scheduler.list().len(), "node up");
 
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    // 1. ingress: the gateway stops accepting and drains its connections.
+    // 1. ingress: the gateway stops accepting and drains its connections (a 202 answered is
+    // stored already); triggers stop consuming, finish or abandon in-flight events, commit and
+    // leave their brokers; async invocations still running resume at the next start.
     gateway.serve(listener, registry, shutdown.clone()).await;
+    tokio::join!(triggers.shutdown(), invocations.shutdown());
     // 2. work admitted from any source finishes.
     if !scheduler.drain(drain_timeout).await {
         tracing::warn!("shutdown: invocations still running after {drain_timeout:?}");

@@ -42,12 +42,51 @@ pub(crate) async fn handle(gateway: &Gateway, req: Request<Body>) -> Result<Resp
             Method::GET => Ok(text_response(StatusCode::OK, "text/plain; charset=utf-8", scheduler.logs(name)?)),
             _ => Err(not_allowed("GET")),
         },
+        ["triggers"] => match method {
+            Method::GET => {
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "triggers": gateway.triggers.list() })))
+            }
+            Method::POST => {
+                let spec = read_json(gateway, req).await?;
+                Ok(json_response(StatusCode::CREATED, &gateway.triggers.create(spec).await?))
+            }
+            _ => Err(not_allowed("GET, POST")),
+        },
+        ["triggers", name] => match method {
+            Method::GET => Ok(json_response(StatusCode::OK, &gateway.triggers.describe(name)?)),
+            Method::DELETE => {
+                gateway.triggers.delete(name).await?;
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "deleted": name })))
+            }
+            _ => Err(not_allowed("GET, DELETE")),
+        },
+        ["invocations", id] => match method {
+            Method::GET => Ok(json_response(StatusCode::OK, &gateway.invocations.get(id).await?)),
+            _ => Err(not_allowed("GET")),
+        },
         ["usage"] => match method {
             Method::GET => Ok(json_response(StatusCode::OK, &scheduler.usage(usage_query(&req)?).await?)),
             _ => Err(not_allowed("GET")),
         },
         _ => Err(ApiError::NoRoute(path.clone())),
     }
+}
+
+/// Largest JSON object the admin API reads (a trigger spec is a few hundred bytes).
+const MAX_JSON: u64 = 64 << 10;
+
+async fn read_json<T: serde::de::DeserializeOwned>(gateway: &Gateway, req: Request<Body>) -> Result<T, ApiError> {
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(gateway.config.upload_timeout, read_within(&parts.headers, body, MAX_JSON)).await;
+    let bytes = match read {
+        Err(_) => return Err(ApiError::UploadTimeout(gateway.config.upload_timeout)),
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(BodyError::TooLarge { limit })) => {
+            return Err(ApiError::BodyTooLarge { what: "JSON body", limit, flag: "fixed" });
+        }
+        Ok(Err(e)) => return Err(ApiError::BadRequest(format!("reading the body: {e}"))),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| wisp_triggers::TriggerError::Malformed(e.to_string()).into())
 }
 
 fn usage_query(req: &Request<Body>) -> Result<UsageQuery, ApiError> {

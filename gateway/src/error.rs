@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
 use wisp_scheduler::{ErrorKind, InvokeError, SchedulerError};
+use wisp_triggers::{InvocationError, TriggerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -13,6 +14,10 @@ pub enum ApiError {
     Scheduler(#[from] SchedulerError),
     #[error(transparent)]
     Invoke(#[from] InvokeError),
+    #[error(transparent)]
+    Trigger(#[from] TriggerError),
+    #[error(transparent)]
+    Invocation(#[from] InvocationError),
     #[error("{what} exceeds the limit of {limit} bytes ({flag})")]
     BodyTooLarge { what: &'static str, limit: u64, flag: &'static str },
     #[error("{0}")]
@@ -39,6 +44,10 @@ impl ApiError {
         match self {
             ApiError::Scheduler(e) => kind_status(e.kind()),
             ApiError::Invoke(e) => kind_status(e.kind()),
+            ApiError::Trigger(e) => kind_status(e.kind()),
+            ApiError::Invocation(InvocationError::Callback(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Invocation(InvocationError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Invocation(InvocationError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
@@ -56,7 +65,8 @@ impl ApiError {
         let node_side = match &self {
             ApiError::Scheduler(e) => e.kind() == ErrorKind::Internal,
             ApiError::Invoke(e) => e.kind() == ErrorKind::Internal,
-            ApiError::Internal(_) => true,
+            ApiError::Trigger(e) => e.kind() == ErrorKind::Internal,
+            ApiError::Invocation(InvocationError::Store(_)) | ApiError::Internal(_) => true,
             _ => false,
         };
         if node_side {
@@ -100,6 +110,13 @@ mod tests {
             (ApiError::NoRoute("/x".into()), 404),
             (ApiError::MethodNotAllowed { method: "PATCH".into(), path: "/v1/x".into(), allowed: "GET" }, 405),
             (ApiError::Overloaded, 429),
+            (ApiError::Trigger(TriggerError::NotFound("t".into())), 404),
+            (ApiError::Trigger(TriggerError::Exists("t".into())), 409),
+            (ApiError::Trigger(TriggerError::NoFunction("f".into())), 400),
+            (ApiError::Trigger(TriggerError::Malformed("m".into())), 400),
+            (ApiError::Invocation(InvocationError::Callback("u".into())), 400),
+            (ApiError::Invocation(InvocationError::NotFound("i".into())), 404),
+            (ApiError::Invocation(InvocationError::Store("s".into())), 500),
             (ApiError::UploadTimeout(Duration::from_secs(1)), 408),
             (ApiError::Internal("x".into()), 500),
         ];

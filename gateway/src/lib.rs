@@ -2,9 +2,11 @@
 //! connection limit and hyper's header-read / keep-alive timeouts at the socket, a rescue layer
 //! turning every error into its status, a body-read timeout, then routing: `/healthz`,
 //! `/metrics` and the `/v1/` admin API outside the invocation limits, `/fn/{name}/...` shed
-//! with 429 past `--max-concurrency` and handed to the scheduler's one invoke path.
+//! with 429 past `--max-concurrency` and handed to the scheduler's one invoke path; async
+//! requests (`/async/fn/...`, or `Prefer: respond-async`) stored durably and answered 202.
 
 mod admin;
+mod asynchronous;
 mod body;
 mod error;
 mod metrics;
@@ -31,6 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 use wisp_scheduler::{Scheduler, Source};
+use wisp_triggers::{Invocations, Triggers};
 
 /// Gateway limits; each has a default and a `wisp up` flag.
 #[derive(Debug, Clone)]
@@ -69,6 +72,8 @@ impl Default for GatewayConfig {
 /// The gateway of one node.
 pub struct Gateway {
     scheduler: Scheduler,
+    triggers: Triggers,
+    invocations: Invocations,
     /// `--max-concurrency`: function requests in flight at once.
     function_slots: Semaphore,
     config: GatewayConfig,
@@ -93,12 +98,19 @@ pub(crate) fn text_response(status: StatusCode, content_type: &'static str, body
 }
 
 impl Gateway {
-    /// A gateway in front of `scheduler`; registers its metrics in `registry`.
-    pub fn new(scheduler: Scheduler, config: GatewayConfig, registry: &mut Registry) -> Self {
+    /// A gateway in front of `scheduler` (and the node's triggers and async invocations);
+    /// registers its metrics in `registry`.
+    pub fn new(
+        scheduler: Scheduler,
+        triggers: Triggers,
+        invocations: Invocations,
+        config: GatewayConfig,
+        registry: &mut Registry,
+    ) -> Self {
         let metrics = GatewayMetrics::register(registry);
         metrics.connection_limit.set(config.max_connections as i64);
         let function_slots = Semaphore::new(config.max_concurrency);
-        Self { scheduler, function_slots, config, metrics, registry: Registry::default() }
+        Self { scheduler, triggers, invocations, function_slots, config, metrics, registry: Registry::default() }
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting and drains in-flight
@@ -207,7 +219,13 @@ where
 
 async fn route(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
     let path = req.uri().path();
-    if path.starts_with("/fn/") {
+    if let Some(rest) = path.strip_prefix("/async/fn/") {
+        let rest = rest.to_string();
+        asynchronous::submit(gateway, &rest, req).await
+    } else if path.starts_with("/fn/") && asynchronous::wants_async(&req) {
+        let rest = path["/fn/".len()..].to_string();
+        asynchronous::submit(gateway, &rest, req).await
+    } else if path.starts_with("/fn/") {
         // Shed (429) once `--max-concurrency` function requests are in flight; the permit is
         // held until the response is built.
         let Ok(_permit) = gateway.function_slots.try_acquire() else {
@@ -230,7 +248,7 @@ async fn route(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> 
 }
 
 /// `hello/a/b` -> (`hello`, `/a/b`); `hello` -> (`hello`, `/`).
-fn split_function_path(rest: &str) -> (&str, &str) {
+pub(crate) fn split_function_path(rest: &str) -> (&str, &str) {
     match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -241,15 +259,22 @@ fn split_function_path(rest: &str) -> (&str, &str) {
 /// path after `/fn/{name}`, and the query string.
 async fn invoke(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let (name, rest) = split_function_path(&parts.uri.path()["/fn/".len()..]);
-    let name = name.to_string();
-    let path_and_query = match parts.uri.query() {
+    let (name, uri) = function_uri(&parts.uri, &parts.uri.path()["/fn/".len()..])?;
+    parts.uri = uri;
+    let response = gateway.scheduler.invoke(&name, Request::from_parts(parts, body), Source::Http).await?;
+    Ok(response.map(Full::new))
+}
+
+/// The function's name and the URI it sees, from `rest` (the path after `/fn/` or `/async/fn/`)
+/// and the query string.
+pub(crate) fn function_uri(uri: &http::Uri, rest: &str) -> Result<(String, http::Uri), ApiError> {
+    let (name, rest) = split_function_path(rest);
+    let path_and_query = match uri.query() {
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_string(),
     };
-    parts.uri = path_and_query.parse().map_err(|e| ApiError::BadRequest(format!("request path: {e}")))?;
-    let response = gateway.scheduler.invoke(&name, Request::from_parts(parts, body), Source::Http).await?;
-    Ok(response.map(Full::new))
+    let uri = path_and_query.parse().map_err(|e| ApiError::BadRequest(format!("request path: {e}")))?;
+    Ok((name.to_string(), uri))
 }
 
 #[cfg(test)]

@@ -264,6 +264,11 @@ impl Scheduler {
         self.describe(name).await
     }
 
+    /// The settings of a function's current revision, if it is deployed.
+    pub fn settings(&self, name: &str) -> Option<Settings> {
+        self.current_settings(name)
+    }
+
     fn current_settings(&self, name: &str) -> Option<Settings> {
         if let Some(d) = self.inner.functions.read().unwrap().get(name) {
             return Some(d.stored.settings);

@@ -112,34 +112,47 @@ impl Dispatcher {
         self.deliver_request(&event.id, || event.to_request(), stop).await
     }
 
-    /// [`Self::deliver`] for any request (async invocations replay stored ones); `id` is the
-    /// event id the usage record carries.
+    /// Makes one attempt: `Ok` with a 2xx response, or the failure (retryable or not, see
+    /// [`retryable`]) with its status, data and response. `id` is the event id metered with it.
+    pub async fn attempt(
+        &self,
+        id: &str,
+        request: http::Request<http_body_util::Full<Bytes>>,
+    ) -> Result<http::Response<Bytes>, Failure> {
+        let origin = Origin { source: self.source, trigger: self.trigger.clone(), event_id: Some(id.into()) };
+        let attempt = self.scheduler.invoke(&self.function, request, origin);
+        let (status, data, response) = match tokio::time::timeout(self.delivery.timeout(), attempt).await {
+            Ok(Ok(response)) if response.status().is_success() => return Ok(response),
+            Ok(Ok(response)) => {
+                let data = String::from_utf8_lossy(response.body()).into_owned();
+                (response.status().as_u16(), data, Some(response))
+            }
+            Ok(Err(e)) => (e.kind().http_status(), e.to_string(), None),
+            Err(_) => (0, format!("no response within {:?} (delivery timeout)", self.delivery.timeout()), None),
+        };
+        Err(Failure { status, data: truncate(data), attempts: 1, response })
+    }
+
+    /// [`Self::deliver`] for any request; `id` is the event id metered with it.
     pub async fn deliver_request<F>(&self, id: &str, request: F, stop: &CancellationToken) -> Delivery
     where
         F: Fn() -> http::Request<http_body_util::Full<Bytes>>,
     {
         let received = Instant::now();
-        let origin = Origin { source: self.source, trigger: self.trigger.clone(), event_id: Some(id.into()) };
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let attempt = self.scheduler.invoke(&self.function, request(), origin.clone());
-            let (status, data, response) = match tokio::time::timeout(self.delivery.timeout(), attempt).await {
-                Ok(Ok(response)) if response.status().is_success() => {
+            let failure = match self.attempt(id, request()).await {
+                Ok(response) => {
                     if let Some(s) = &self.status {
                         s.delivered(received.elapsed());
                     }
                     return Delivery::Delivered(response);
                 }
-                Ok(Ok(response)) => {
-                    let data = String::from_utf8_lossy(response.body()).into_owned();
-                    (response.status().as_u16(), data, Some(response))
-                }
-                Ok(Err(e)) => (e.kind().http_status(), e.to_string(), None),
-                Err(_) => (0, format!("no response within {:?} (delivery timeout)", self.delivery.timeout()), None),
+                Err(failure) => failure,
             };
-            if !retryable(status) || attempts > self.delivery.retries {
-                return Delivery::Failed(Failure { status, data: truncate(data), attempts, response });
+            if !retryable(failure.status) || attempts > self.delivery.retries {
+                return Delivery::Failed(Failure { attempts, ..failure });
             }
             if let Some(s) = &self.status {
                 s.retried();

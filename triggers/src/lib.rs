@@ -9,6 +9,7 @@
 pub mod delivery;
 mod dispatch;
 pub mod event;
+mod invocations;
 mod kafka;
 mod manager;
 mod rabbitmq;
@@ -18,6 +19,7 @@ mod status;
 pub use delivery::{BackoffPolicy, DeliverySpec};
 pub use dispatch::{Delivery, Dispatcher, Failure};
 pub use event::Event;
+pub use invocations::{CallbackView, InvocationError, InvocationState, InvocationView, Invocations, InvocationsConfig};
 pub use manager::{TriggerError, TriggerView, Triggers, TriggersConfig};
 pub use spec::{InitialOffset, KafkaSpec, Ordering, RabbitmqSpec, SourceSpec, TriggerSpec};
 pub use status::{PartitionLag, State, TriggerStats, TriggerStatus};

@@ -32,6 +32,13 @@ pub struct InvokeArgs {
     /// Print the status line and response headers before the body
     #[arg(short = 'i', long)]
     pub include: bool,
+    /// Run asynchronously: the node stores the request, answers 202 with an invocation id at
+    /// once, and runs it with retries (see `wisp invocation ID`)
+    #[arg(long = "async")]
+    pub asynchronous: bool,
+    /// With --async: URL that receives the function's response (POSTed by the node)
+    #[arg(long, value_name = "URL", requires = "asynchronous")]
+    pub callback_url: Option<String>,
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -70,6 +77,12 @@ pub fn run(client: &Client, _output: Output, args: InvokeArgs) -> anyhow::Result
     let mut req = client.request(&method, &target(&args.name, args.path.as_deref().unwrap_or("")));
     for (name, value) in &args.headers {
         req = req.set(name, value);
+    }
+    if args.asynchronous {
+        req = req.set("prefer", "respond-async");
+        if let Some(url) = &args.callback_url {
+            req = req.set("x-callback-url", url);
+        }
     }
     let resp = client.send(req, body.as_deref())?;
     let status = resp.status();

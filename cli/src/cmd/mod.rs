@@ -2,8 +2,10 @@
 
 pub mod deploy;
 pub mod describe;
+pub mod invocation;
 pub mod invoke;
 pub mod logs;
 pub mod ls;
 pub mod rm;
+pub mod trigger;
 pub mod usage;

@@ -8,5 +8,6 @@ mod hardening;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod triggers;
 mod upgrade;
 mod usage;

@@ -219,20 +219,22 @@ where
 
 async fn route(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
     let path = req.uri().path();
-    if let Some(rest) = path.strip_prefix("/async/fn/") {
-        let rest = rest.to_string();
-        asynchronous::submit(gateway, &rest, req).await
-    } else if path.starts_with("/fn/") && asynchronous::wants_async(&req) {
-        let rest = path["/fn/".len()..].to_string();
-        asynchronous::submit(gateway, &rest, req).await
-    } else if path.starts_with("/fn/") {
+    if path.starts_with("/fn/") || path.starts_with("/async/fn/") {
         // Shed (429) once `--max-concurrency` function requests are in flight; the permit is
-        // held until the response is built.
+        // held until the response is built (for async ones: until the request is stored).
         let Ok(_permit) = gateway.function_slots.try_acquire() else {
             gateway.metrics.shed.inc();
             return Err(ApiError::Overloaded);
         };
-        invoke(gateway, req).await
+        if let Some(rest) = path.strip_prefix("/async/fn/") {
+            let rest = rest.to_string();
+            asynchronous::submit(gateway, &rest, req).await
+        } else if asynchronous::wants_async(&req) {
+            let rest = path["/fn/".len()..].to_string();
+            asynchronous::submit(gateway, &rest, req).await
+        } else {
+            invoke(gateway, req).await
+        }
     } else if path.starts_with("/v1/") {
         admin::handle(gateway, req).await
     } else if path == "/healthz" {

@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 
+scripts/services.sh
 cargo build --release --workspace
 cargo build --release --target wasm32-wasip2 --manifest-path functions/Cargo.toml

@@ -172,7 +172,7 @@ fn rabbitmq_trigger_survives_kill_9_without_losing_a_message() {
     let describe = wisp_ok(&node, &["trigger", "describe", "q"]);
     assert!(describe.contains("guest:***@"), "the password is not shown: {describe}");
 
-    let ids: Vec<String> = (0..1500).map(|i| format!("m-{i}")).collect();
+    let ids: Vec<String> = (0..5000).map(|i| format!("m-{i}")).collect();
     rt.block_on(async {
         let conn = Connection::connect(url, ConnectionProperties::default()).await.unwrap();
         let channel = conn.create_channel().await.unwrap();
@@ -185,14 +185,17 @@ fn rabbitmq_trigger_survives_kill_9_without_losing_a_message() {
         }
         conn.close(200, "done".into()).await.unwrap();
     });
+    let mut at_kill = 0;
     node.wait_for(Duration::from_secs(60), "first deliveries", |n| {
-        trigger(n, "q")["status"]["delivered"].as_u64().unwrap_or(0) >= 200
+        at_kill = trigger(n, "q")["status"]["delivered"].as_u64().unwrap_or(0);
+        at_kill >= 200
     });
     node.kill();
+    assert!(at_kill < 5000, "killed mid-stream");
     let node = Node::start(dir.path(), &flags);
-    let counts = wait_delivered(&node, "events", &ids, "all 1,500 messages delivered");
+    let counts = wait_delivered(&node, "events", &ids, "all 5,000 messages delivered");
     let duplicates: u32 = counts.values().map(|n| n - 1).sum();
-    eprintln!("rabbitmq trigger after kill -9: 1500 messages, 0 lost, {duplicates} delivered twice (prefetch 8)");
+    eprintln!("rabbitmq trigger, kill -9 after {at_kill} of 5000: 0 lost, {duplicates} delivered twice (prefetch 8)");
     assert!(duplicates <= 8, "only unacked (at most prefetch) messages come back: {duplicates}");
     wisp_ok(&node, &["trigger", "rm", "q"]);
     rt.block_on(async {

@@ -180,7 +180,7 @@ pub fn table(rows: &[Row]) -> String {
             notes.push(r.status.replace('|', "/").replace('\n', " "));
         }
         if let Some(retried) = r.retried.filter(|&n| n > 0) {
-            notes.push(format!("{retried} attempts retried"));
+            notes.push(format!("retried attempts: {retried}"));
         }
         if !r.note.is_empty() {
             notes.push(r.note.clone());

@@ -35,9 +35,14 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// How long the consumer thread waits for a group event before checking for stop and commits.
-const POLL: Duration = Duration::from_millis(100);
-/// How often done offsets are committed (asynchronously), when some changed.
-const COMMIT_EVERY: Duration = Duration::from_millis(250);
+const POLL: Duration = Duration::from_millis(20);
+/// How often done offsets are committed (asynchronously), when some changed. After a crash,
+/// what was delivered since the last commit is delivered again: keep it a short window (Knative
+/// commits every 5 s; an async commit costs one small request).
+const COMMIT_EVERY: Duration = Duration::from_millis(20);
+/// A member that vanished (kill -9) keeps its partitions this long: after a crash the restarted
+/// node waits for it. librdkafka's default is 45 s; 10 s is above brokers' usual minimum (6 s).
+const SESSION_TIMEOUT_MS: &str = "10000";
 /// How often consumer lag is refreshed.
 const LAG_EVERY: Duration = Duration::from_secs(2);
 /// Timeout of one watermark or committed-offset lookup.
@@ -86,6 +91,7 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", reset)
+            .set("session.timeout.ms", SESSION_TIMEOUT_MS)
             // With a queue per partition, librdkafka's prefetch limits apply per partition (its
             // defaults, 100,000 records or 64 MiB, would be per partition too): 4 MiB or
             // 10,000 records each, re-checked every 100 ms once reached.

@@ -43,7 +43,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     Deploy(cmd::deploy::DeployArgs),
     Invoke(cmd::invoke::InvokeArgs),
     #[command(visible_alias = "list")]
@@ -61,7 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let client = || Client::new(&cli.node);
     let out = cli.output;
     match cli.command {
-        Command::Up(args) => up::run(args),
+        Command::Up(args) => up::run(*args),
         Command::Deploy(args) => cmd::deploy::run(&client(), out, args),
         Command::Invoke(args) => cmd::invoke::run(&client(), out, args),
         Command::Ls(args) => cmd::ls::run(&client(), out, args),

@@ -561,6 +561,8 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
             request_bytes: 0,
             response_bytes: 17,
             status: 200,
+            trigger: None,
+            event_id: None,
         }],
     };
     let json = serde_json::to_value(&report).unwrap();

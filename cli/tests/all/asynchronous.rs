@@ -31,8 +31,11 @@ fn wait_state(node: &Node, id: &str, state: &str) -> serde_json::Value {
     last
 }
 
-/// One HTTP request per connection, handed to the test: (headers lower-cased, body).
-fn callback_server() -> (String, mpsc::Receiver<(HashMap<String, String>, String)>) {
+/// A request the callback server received: headers (names lower-cased) and body.
+type Call = (HashMap<String, String>, String);
+
+/// One HTTP request per connection, handed to the test.
+fn callback_server() -> (String, mpsc::Receiver<Call>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/done", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();

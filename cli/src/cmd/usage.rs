@@ -44,6 +44,7 @@ pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<(
             "REQ-BYTES",
             "RESP-BYTES",
             "PEAK-MEM",
+            "EVENT",
         ]);
         for s in &usage.summary {
             let avg = match s.invocations {
@@ -81,13 +82,17 @@ pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<(
             "REQ-BYTES",
             "RESP-BYTES",
             "PEAK-MEM",
+            "EVENT",
         ]);
         for r in &usage.records {
             t.row(vec![
                 r.id.to_string(),
                 r.function.clone(),
                 r.revision.to_string(),
-                r.source.to_string(),
+                match &r.trigger {
+                    Some(trigger) => format!("{}:{trigger}", r.source),
+                    None => r.source.to_string(),
+                },
                 human::age(r.start_ms, now),
                 r.outcome.to_string(),
                 if r.status == 0 { "-".to_owned() } else { r.status.to_string() },
@@ -96,6 +101,7 @@ pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<(
                 human::size(r.request_bytes),
                 human::size(r.response_bytes),
                 human::size(r.peak_memory_bytes),
+                r.event_id.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
         if !text.is_empty() {

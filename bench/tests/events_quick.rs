@@ -2,24 +2,9 @@
 //! timing assertions: only that the files exist, every event produced was delivered, and none
 //! was lost across a kill -9. RabbitMQ rows may be skipped when no broker is reachable.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-/// The `wisp` binary: next to the bench binary (same profile), else target/release/wisp, built
-/// if missing.
-fn wisp_bin() -> PathBuf {
-    let sibling = PathBuf::from(env!("CARGO_BIN_EXE_wisp-bench-events")).with_file_name("wisp");
-    let release = wisp_testkit::repo_root().join("target/release/wisp");
-    if !sibling.exists() && !release.exists() {
-        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["build", "--release", "-p", "wisp-cli", "--bin", "wisp"])
-            .current_dir(wisp_testkit::repo_root())
-            .status()
-            .expect("running cargo build for wisp");
-        assert!(status.success(), "building target/release/wisp failed");
-    }
-    if sibling.exists() { sibling } else { release }
-}
+use std::process::Command;
 
 #[test]
 fn quick_run_delivers_everything() {
@@ -28,7 +13,7 @@ fn quick_run_delivers_everything() {
         .args(["--quick", "--out"])
         .arg(out.path())
         .arg("--wisp-bin")
-        .arg(wisp_bin())
+        .arg(common::wisp_bin(env!("CARGO_BIN_EXE_wisp-bench-events")))
         .arg("--wasm")
         .arg(wisp_testkit::wasm_path("events"))
         .output()

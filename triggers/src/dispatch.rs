@@ -109,7 +109,30 @@ impl Dispatcher {
     /// between attempts: an attempt in flight runs to its end (the caller bounds shutdown by
     /// dropping this future, which the scheduler meters as cancelled).
     pub async fn deliver(&self, event: &Event, stop: &CancellationToken) -> Delivery {
-        self.deliver_request(&event.id, || event.to_request(), stop).await
+        let received = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let failure = match self.attempt(&event.id, event.to_request()).await {
+                Ok(response) => {
+                    if let Some(s) = &self.status {
+                        s.delivered(received.elapsed());
+                    }
+                    return Delivery::Delivered(response);
+                }
+                Err(failure) => failure,
+            };
+            if !retryable(failure.status) || attempts > self.delivery.retries {
+                return Delivery::Failed(Failure { attempts, ..failure });
+            }
+            if let Some(s) = &self.status {
+                s.retried();
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Delivery::Cancelled,
+                _ = tokio::time::sleep(self.delivery.backoff(attempts)) => {}
+            }
+        }
     }
 
     /// Makes one attempt: `Ok` with a 2xx response, or the failure (retryable or not, see
@@ -131,36 +154,5 @@ impl Dispatcher {
             Err(_) => (0, format!("no response within {:?} (delivery timeout)", self.delivery.timeout()), None),
         };
         Err(Failure { status, data: truncate(data), attempts: 1, response })
-    }
-
-    /// [`Self::deliver`] for any request; `id` is the event id metered with it.
-    pub async fn deliver_request<F>(&self, id: &str, request: F, stop: &CancellationToken) -> Delivery
-    where
-        F: Fn() -> http::Request<http_body_util::Full<Bytes>>,
-    {
-        let received = Instant::now();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let failure = match self.attempt(id, request()).await {
-                Ok(response) => {
-                    if let Some(s) = &self.status {
-                        s.delivered(received.elapsed());
-                    }
-                    return Delivery::Delivered(response);
-                }
-                Err(failure) => failure,
-            };
-            if !retryable(failure.status) || attempts > self.delivery.retries {
-                return Delivery::Failed(Failure { attempts, ..failure });
-            }
-            if let Some(s) = &self.status {
-                s.retried();
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return Delivery::Cancelled,
-                _ = tokio::time::sleep(self.delivery.backoff(attempts)) => {}
-            }
-        }
     }
 }

@@ -234,7 +234,7 @@ fn describe(t: &TriggerView) -> String {
         SourceSpec::Kafka(k) => {
             pairs.push(("kafka", k.brokers.clone()));
             pairs.push(("topics", k.topics.join(",")));
-            pairs.push(("group", k.group.clone().unwrap_or_else(|| format!("wisp-{}", t.spec.name))));
+            pairs.push(("group", t.spec.kafka_group(k)));
             pairs.push(("ordering", format!("{:?}", k.ordering).to_lowercase()));
             pairs.push(("dead-letter topic", k.dead_letter_topic.clone().unwrap_or_else(|| "-".into())));
         }

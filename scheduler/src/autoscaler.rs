@@ -70,7 +70,7 @@ mod tests {
         assert_eq!(policy.desired_ready(&settings, &sample(0, 50, 0)), 8);
         assert_eq!(policy.desired_ready(&settings, &sample(0, 0, 1000)), 0);
         assert_eq!(policy.desired_ready(&settings, &sample(1, 1, 5000)), 2);
-        assert_eq!(policy.desired_ready(&Settings { min_warm: 3, ..settings }, &sample(1, 1, 0)), 3);
+        assert_eq!(policy.desired_ready(&Settings { min_warm: 3, ..settings.clone() }, &sample(1, 1, 0)), 3);
         let zero = Settings { min_warm: 0, ..settings };
         assert_eq!(policy.desired_ready(&zero, &sample(0, 0, 10)), 0);
     }

@@ -9,11 +9,13 @@ mod error;
 mod invoke;
 mod metrics;
 mod model;
+mod scaling;
 mod store;
 
 pub use api::{FunctionView, RevisionView};
 pub use autoscaler::{IdleScaler, Sample};
 pub use error::{ErrorKind, InvokeError, SchedulerError};
+pub use scaling::{Metric, Scaling};
 pub use model::{Artifact, SETTING_NAMES, Settings, parse_duration, parse_size, validate_name};
 pub use wisp_ledger::{Origin, Source, UsageQuery, UsageReport};
 pub use wisp_runtime::{BodyError, read_within};
@@ -271,9 +273,9 @@ impl Scheduler {
 
     fn current_settings(&self, name: &str) -> Option<Settings> {
         if let Some(d) = self.inner.functions.read().unwrap().get(name) {
-            return Some(d.stored.settings);
+            return Some(d.stored.settings.clone());
         }
-        self.inner.failed.read().unwrap().get(name).map(|f| f.stored.settings)
+        self.inner.failed.read().unwrap().get(name).map(|f| f.stored.settings.clone())
     }
 
     /// Starts a revision's workload and routes the function to it; the previous revision's
@@ -458,7 +460,7 @@ fn stored_view(stored: &StoredRevision) -> FunctionView {
         component_bytes: stored.artifact.bytes(),
         artifact: stored.artifact.clone(),
         created_at_ms: stored.created_at_ms,
-        settings: stored.settings,
+        settings: stored.settings.clone(),
         ..FunctionView::default()
     }
 }

@@ -1,7 +1,9 @@
 //! What a function is, as users describe it: its name and settings, with validation that
 //! names the offending field.
 
+use crate::scaling::Scaling;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use wisp_runtime::Limits;
 
@@ -10,12 +12,13 @@ use crate::SchedulerError;
 /// Settings of one revision: scaling and per-invocation limits. Stored as JSON with every
 /// field defaulted on read, so a field added later does not break data dirs (or clients)
 /// written before it; unknown names are refused only on user input (`from_params`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// Ready instances kept while the function is in use.
+    /// Replicas (ready instances) kept while the function is in use: the KPA activation scale.
     pub min_warm: u32,
-    /// Without requests for this long, the function drops to zero resident instances.
+    /// Without requests for this long, the function drops to zero resident instances: the KPA
+    /// stable window.
     pub idle_timeout_ms: u64,
     pub memory_bytes: u64,
     pub timeout_ms: u64,
@@ -24,6 +27,14 @@ pub struct Settings {
     /// Invocations of this function running at once before more get 429; 0 means the node's
     /// default (`wisp up --function-concurrency`).
     pub max_concurrency: u32,
+    /// Knative's `containerConcurrency`: requests one replica serves at once, the excess
+    /// waiting in the activator; 0 means no hard limit.
+    pub container_concurrency: u32,
+    /// The KPA knobs (`autoscaling.knative.dev/*`).
+    pub scaling: Scaling,
+    /// Environment variables the guest sees.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 impl Default for Settings {
@@ -37,6 +48,9 @@ impl Default for Settings {
             max_request_body_bytes: limits.max_request_body,
             max_response_body_bytes: limits.max_response_body,
             max_concurrency: 0,
+            container_concurrency: 0,
+            scaling: Scaling::default(),
+            env: BTreeMap::new(),
         }
     }
 }

@@ -10,12 +10,14 @@ mod invoke;
 mod metrics;
 mod model;
 mod scaling;
+mod service;
 mod store;
 
 pub use api::{FunctionView, RevisionView};
 pub use autoscaler::{IdleScaler, Sample};
 pub use error::{ErrorKind, InvokeError, SchedulerError};
 pub use scaling::{Metric, Scaling};
+pub use service::{DEFAULT_NAMESPACE, ServiceSpec, Template, TrafficTarget, function_id, split_id};
 pub use model::{Artifact, SETTING_NAMES, Settings, parse_duration, parse_size, validate_name};
 pub use wisp_ledger::{Origin, Source, UsageQuery, UsageReport};
 pub use wisp_runtime::{BodyError, read_within};

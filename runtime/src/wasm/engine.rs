@@ -145,18 +145,25 @@ impl WasmRuntime {
     /// that cannot start (say, its initial memory is above its limit) is refused at deploy.
     pub async fn check_instantiates(&self, compiled: &Compiled, limits: Limits) -> Result<(), DeployError> {
         let logs = Arc::new(LogBuffer::new(0));
-        pool::instantiate(&self.shared, &compiled.pre, &limits, &logs, "deploy-check").await.map(drop).map_err(|e| {
-            match e {
+        pool::instantiate(&self.shared, &compiled.pre, &limits, &logs, "deploy-check", &[]).await.map(drop).map_err(
+            |e| match e {
                 pool::InstantiateError::Capacity(m) => DeployError::Capacity(m),
                 pool::InstantiateError::Component(m) => DeployError::Instantiate(m),
                 budget @ pool::InstantiateError::Budget(_) => DeployError::Capacity(budget.to_string()),
-            }
-        })
+            },
+        )
     }
 
     /// Starts a revision's instance pool (empty until its target is raised). Needs a tokio runtime.
-    pub fn pool(&self, id: PoolId, compiled: Compiled, limits: Limits, logs: Arc<LogBuffer>) -> InstancePool {
-        InstancePool::start(self.shared.clone(), id, compiled, limits, logs)
+    pub fn pool(
+        &self,
+        id: PoolId,
+        compiled: Compiled,
+        limits: Limits,
+        logs: Arc<LogBuffer>,
+        env: Arc<[(String, String)]>,
+    ) -> InstancePool {
+        InstancePool::start(self.shared.clone(), id, compiled, limits, logs, env)
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct PoolInner {
     pre: Arc<ProxyPre<Host>>,
     pub(crate) limits: Limits,
     logs: Arc<LogBuffer>,
+    /// Environment variables every instance sees.
+    env: Arc<[(String, String)]>,
     ready: Mutex<Vec<Ready>>,
     /// Finished stores, dropped by the refill task: returning a slot to the pool (and resetting
     /// its memory) happens off the response path, right before the slot is reused.
@@ -65,6 +67,7 @@ impl InstancePool {
         compiled: Compiled,
         limits: Limits,
         logs: Arc<LogBuffer>,
+        env: Arc<[(String, String)]>,
     ) -> Self {
         let refill = Arc::new(Notify::new());
         let inner = Arc::new(PoolInner {
@@ -73,6 +76,7 @@ impl InstancePool {
             pre: compiled.pre,
             limits,
             logs,
+            env,
             ready: Mutex::new(Vec::new()),
             finished: Mutex::new(Vec::new()),
             target: AtomicUsize::new(0),
@@ -161,7 +165,7 @@ impl PoolInner {
     }
 
     async fn instantiate(&self) -> Result<Ready, InstantiateError> {
-        instantiate(&self.shared, &self.pre, &self.limits, &self.logs, &self.id.function).await
+        instantiate(&self.shared, &self.pre, &self.limits, &self.logs, &self.id.function, &self.env).await
     }
 
     /// Hands a finished store to the refill task, which drops it (freeing its pool slot).
@@ -244,10 +248,11 @@ pub(crate) async fn instantiate(
     limits: &Limits,
     logs: &Arc<LogBuffer>,
     function: &str,
+    env: &[(String, String)],
 ) -> Result<Ready, InstantiateError> {
     let config = &shared.config;
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdout(LogStream(logs.clone())).stderr(LogStream(logs.clone())).arg(function);
+    wasi.stdout(LogStream(logs.clone())).stderr(LogStream(logs.clone())).arg(function).envs(env);
     let mut table = ResourceTable::new();
     table.set_max_capacity(config.max_resources);
     let mut http = WasiHttpCtx::new();

@@ -28,7 +28,13 @@ fn fixture() -> Fixture {
 fn pool(f: &Fixture, name: &str, limits: Limits) -> InstancePool {
     let bytes = std::fs::read(functions_dir().join(format!("{name}.wasm"))).unwrap();
     let compiled = f.runtime.compile(name, &bytes).unwrap();
-    f.runtime.pool(PoolId { function: name.into(), revision: 1 }, compiled, limits, Arc::new(LogBuffer::new(4096)))
+    f.runtime.pool(
+        PoolId { function: name.into(), revision: 1 },
+        compiled,
+        limits,
+        Arc::new(LogBuffer::new(4096)),
+        Arc::from([]),
+    )
 }
 
 fn get(path: &str) -> http::Request<Full<Bytes>> {

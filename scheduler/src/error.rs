@@ -52,6 +52,9 @@ pub enum SchedulerError {
     InvalidName { name: String, reason: String },
     #[error("invalid setting `{field}`: {message}")]
     InvalidSetting { field: String, message: String },
+    /// A manifest field the node rejects (Knative's `<message>: <field path>` form).
+    #[error("{message}: {field}")]
+    InvalidField { field: String, message: String },
     #[error(transparent)]
     Deploy(#[from] DeployError),
     #[error("function {0:?} not found")]
@@ -86,7 +89,9 @@ impl SchedulerError {
     /// The kind of failure, for the caller's status mapping.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SchedulerError::InvalidName { .. } | SchedulerError::InvalidSetting { .. } => ErrorKind::Invalid,
+            SchedulerError::InvalidName { .. }
+            | SchedulerError::InvalidSetting { .. }
+            | SchedulerError::InvalidField { .. } => ErrorKind::Invalid,
             SchedulerError::Deploy(e) => match e {
                 DeployError::Capacity(_) => ErrorKind::Unavailable,
                 DeployError::Cache(_) | DeployError::CacheLoad { .. } => ErrorKind::Internal,
@@ -121,6 +126,15 @@ pub enum InvokeError {
     Throttled { function: String, limit: u32 },
     #[error("function {function:?} is not available: {reason}")]
     Unavailable { function: String, reason: String },
+    /// The request named a traffic tag the service does not have.
+    #[error("function {function:?} has no traffic tag {tag:?}")]
+    NoSuchTag { function: String, tag: String },
+    /// The revision's activator queue is at its bound.
+    #[error("pending request queue full (function {function:?}, --activator-queue {limit})")]
+    QueueFull { function: String, limit: usize },
+    /// The request waited in the activator longer than the revision's timeout.
+    #[error("activator request timeout (function {function:?} had no capacity within {timeout:?})")]
+    ActivatorTimeout { function: String, timeout: std::time::Duration },
     #[error(transparent)]
     Runtime(#[from] wisp_runtime::InvokeError),
 }
@@ -130,7 +144,9 @@ impl InvokeError {
     pub fn kind(&self) -> ErrorKind {
         use wisp_runtime::InvokeError as R;
         match self {
-            InvokeError::NotFound(_) => ErrorKind::NotFound,
+            InvokeError::NotFound(_) | InvokeError::NoSuchTag { .. } => ErrorKind::NotFound,
+            InvokeError::QueueFull { .. } => ErrorKind::Unavailable,
+            InvokeError::ActivatorTimeout { .. } => ErrorKind::Timeout,
             InvokeError::Throttled { .. } => ErrorKind::Throttled,
             InvokeError::Unavailable { .. } => ErrorKind::Unavailable,
             InvokeError::Runtime(e) => match e {

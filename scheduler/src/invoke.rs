@@ -2,17 +2,22 @@
 //! its source. Admission against the function's concurrency cap, exactly one usage record per
 //! admitted invocation (even if the caller goes away), and the invocation metrics all live here.
 
-use crate::{Deployed, Inner, InvokeError, Scheduler};
+use crate::activator::Refused;
+use crate::revision::Revision;
+use crate::route::Target;
+use crate::{FunctionState, Inner, InvokeError, Scheduler};
 use bytes::Bytes;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use wisp_ledger::{Committed, Origin, Outcome, UsageRecord};
 use wisp_runtime::{Invoked, Workload};
 
 impl Scheduler {
-    /// Runs `req` on `function`'s live revision. `req`'s URI is what the function sees;
-    /// `origin` (a [`wisp_ledger::Source`], or a trigger and event id) is metered with it.
+    /// Runs `req` on a revision of `function` (an id: `name` or `namespace/name`), chosen by the
+    /// `Knative-Serving-Tag` header if it has one, else by the traffic split. `req`'s URI is
+    /// what the function sees; `origin` (a [`wisp_ledger::Source`], or a trigger and event id)
+    /// is metered with it. At zero or at capacity the request waits in the revision's
+    /// activator while the autoscaler is poked.
     pub async fn invoke<B>(
         &self,
         function: &str,
@@ -23,37 +28,58 @@ impl Scheduler {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let deployed = self.route(function)?;
-        let limit = self.inner.concurrency_limit(&deployed.stored.settings);
-        let state = &deployed.state;
+        let service = self.service(function).ok_or_else(|| InvokeError::NotFound(function.to_string()))?;
+        let tag = req.headers().get("knative-serving-tag").and_then(|v| v.to_str().ok());
+        let revision = match service.route.pick(tag) {
+            Some(Target::Live(revision)) => revision.clone(),
+            Some(Target::Unavailable { revision, reason }) => {
+                let reason = format!("revision {revision:?} {reason}");
+                return Err(InvokeError::Unavailable { function: function.to_string(), reason });
+            }
+            None => match tag {
+                Some(tag) => return Err(InvokeError::NoSuchTag { function: function.to_string(), tag: tag.into() }),
+                None => {
+                    let reason = "no traffic target routes anywhere".to_string();
+                    return Err(InvokeError::Unavailable { function: function.to_string(), reason });
+                }
+            },
+        };
+        let settings = &revision.stored.settings;
+        let limit = self.inner.concurrency_limit(settings);
+        let state = &service.state;
         if state.admitted.fetch_add(1, Ordering::Relaxed) >= limit as usize {
             state.admitted.fetch_sub(1, Ordering::Relaxed);
             self.inner.metrics_of(state).throttled.inc();
             return Err(InvokeError::Throttled { function: function.to_string(), limit });
         }
+        let _admitted = Admitted(&state.admitted);
+        let _counted = revision.enter();
+        if revision.replicas() == 0 {
+            // The first request to a revision at zero: decide now, not at the next tick.
+            revision.poke(true);
+        }
+        let timeout = settings.limits().timeout;
+        let _slot =
+            revision.activator.acquire(timeout, || revision.poke(true)).await.map_err(|refused| match refused {
+                Refused::QueueFull => {
+                    InvokeError::QueueFull { function: function.to_string(), limit: self.inner.config.activator_queue }
+                }
+                Refused::Timeout => InvokeError::ActivatorTimeout { function: function.to_string(), timeout },
+            })?;
         let meter = Meter {
-            deployed: &deployed,
+            revision: &revision,
+            state,
             inner: &self.inner,
             origin: origin.into(),
             started: Instant::now(),
             start_ms: crate::now_ms(),
             done: false,
         };
-        let invoked = deployed.live.invoke(req).await;
+        let invoked = revision.live.invoke(req).await;
         let committed = meter.finish(&invoked);
         // With a synchronous ledger, the record is on disk before the caller hears back.
         committed.await;
         invoked.result.map_err(InvokeError::Runtime)
-    }
-
-    fn route(&self, function: &str) -> Result<Arc<Deployed>, InvokeError> {
-        if let Some(d) = self.inner.functions.read().unwrap().get(function) {
-            return Ok(d.clone());
-        }
-        match self.inner.failed.read().unwrap().get(function) {
-            Some(f) => Err(InvokeError::Unavailable { function: function.to_string(), reason: f.reason.clone() }),
-            None => Err(InvokeError::NotFound(function.to_string())),
-        }
     }
 }
 
@@ -71,10 +97,21 @@ fn outcome(result: &Result<http::Response<Bytes>, wisp_runtime::InvokeError>) ->
     }
 }
 
-/// Meters one admitted invocation: records it when finished, or as cancelled if the caller
-/// went away first (the future was dropped), and releases its admission slot either way.
+/// Holds one slot of a function's `max_concurrency` until dropped.
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Meters one invocation the activator let through: records it when finished, or as
+/// cancelled if the caller went away first (the future was dropped). Time queued in the
+/// activator is not billed.
 struct Meter<'a> {
-    deployed: &'a Deployed,
+    revision: &'a Revision,
+    state: &'a FunctionState,
     inner: &'a Inner,
     origin: Origin,
     started: Instant,
@@ -91,10 +128,10 @@ impl Meter<'_> {
             Some(Ok(response)) => (response.status().as_u16(), response.body().len() as u64),
             _ => (0, 0),
         };
-        self.inner.metrics_of(&self.deployed.state).observe(outcome, cold, wall);
+        self.inner.metrics_of(self.state).observe(outcome, cold, wall);
         self.inner.ledger.record(UsageRecord {
-            function: self.deployed.state.name.clone(),
-            revision: self.deployed.stored.revision,
+            function: self.state.name.clone(),
+            revision: self.revision.stored.revision,
             source: self.origin.source,
             start_ms: self.start_ms,
             wall_us: wall.as_micros() as u64,
@@ -117,7 +154,6 @@ impl Meter<'_> {
 
 impl Drop for Meter<'_> {
     fn drop(&mut self) {
-        self.deployed.state.admitted.fetch_sub(1, Ordering::Relaxed);
         if !self.done {
             // Dropped mid-invocation: still exactly one record, marked cancelled.
             drop(self.record(Outcome::Cancelled, None));

@@ -4,6 +4,7 @@
 //! on delete. Gauges (pools, cache, budget, ledger) are read at scrape time by `NodeCollector`.
 
 use crate::Inner;
+use crate::ScalingStatus;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -144,11 +145,23 @@ fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) 
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let Some(inner) = self.0.upgrade() else { return Ok(()) };
-        let mut live = inner.live();
-        live.sort_by(|a, b| a.state.name.cmp(&b.state.name));
-        let stats: Vec<_> = live.iter().map(|d| (d, d.live.stats())).collect();
+        let mut services = inner.services();
+        services.sort_by(|a, b| a.state.name.cmp(&b.state.name));
+        // Per function: summed over its live revisions.
+        let per_function: Vec<(&str, WorkloadStats, u32)> = services
+            .iter()
+            .map(|s| {
+                let mut sum = WorkloadStats::default();
+                for r in s.live.values() {
+                    let stats = r.live.stats();
+                    sum.ready += stats.ready;
+                    sum.in_flight += stats.in_flight;
+                }
+                (&*s.state.name, sum, inner.concurrency_limit(&s.latest().settings))
+            })
+            .collect();
         type Read = fn(&WorkloadStats, u32) -> i64;
-        let per_function: [(&str, &str, Read); 3] = [
+        let function_gauges: [(&str, &str, Read); 3] = [
             ("wisp_ready_instances", "Pre-instantiated instances waiting for a request", |s, _| s.ready as i64),
             ("wisp_in_flight", "Invocations running now", |s, _| s.in_flight as i64),
             (
@@ -157,13 +170,39 @@ impl Collector for NodeCollector {
                 |_, limit| limit.into(),
             ),
         ];
-        for (name, help, read) in per_function {
+        for (name, help, read) in function_gauges {
             let g = ConstGauge::new(0i64);
             let mut family = encoder.encode_descriptor(name, help, None, g.metric_type())?;
-            for (d, s) in &stats {
-                let limit = inner.concurrency_limit(&d.stored.settings);
-                let labels = [("function", &*d.state.name)];
-                ConstGauge::new(read(s, limit)).encode(family.encode_family(&labels)?)?;
+            for (function, stats, limit) in &per_function {
+                ConstGauge::new(read(stats, *limit)).encode(family.encode_family(&[("function", *function)])?)?;
+            }
+        }
+        // Per revision: the autoscaler's view.
+        let revisions: Vec<(&str, &str, ScalingStatus)> = services
+            .iter()
+            .flat_map(|s| s.live.values().map(|r| (&*s.state.name, r.stored.name.as_str(), r.status())))
+            .collect();
+        type ReadScaling = fn(&ScalingStatus) -> f64;
+        let revision_gauges: [(&str, &str, ReadScaling); 8] = [
+            ("wisp_revision_desired_replicas", "Replicas the KPA decider wants", |s| s.desired_replicas.into()),
+            ("wisp_revision_ready_replicas", "Replicas granted (activator capacity / containerConcurrency)", |s| {
+                s.ready_replicas.into()
+            }),
+            ("wisp_revision_panic", "1 while the autoscaler is in panic mode", |s| u8::from(s.panic).into()),
+            ("wisp_revision_stable_concurrency", "Average concurrency over the stable window", |s| {
+                s.stable_concurrency
+            }),
+            ("wisp_revision_panic_concurrency", "Average concurrency over the panic window", |s| s.panic_concurrency),
+            ("wisp_revision_stable_rps", "Requests per second over the stable window", |s| s.stable_rps),
+            ("wisp_revision_panic_rps", "Requests per second over the panic window", |s| s.panic_rps),
+            ("wisp_revision_activator_queue", "Requests waiting in the activator", |s| s.activator_queue as f64),
+        ];
+        for (name, help, read) in revision_gauges {
+            let g = ConstGauge::new(0f64);
+            let mut family = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            for (function, revision, status) in &revisions {
+                let labels = [("function", *function), ("revision", *revision)];
+                ConstGauge::new(read(status)).encode(family.encode_family(&labels)?)?;
             }
         }
         let runtime = &inner.runtime;
@@ -228,8 +267,8 @@ impl Collector for NodeCollector {
         gauge(
             &mut encoder,
             "wisp_functions_failed",
-            "Functions whose revision could not be loaded",
-            inner.failed.read().unwrap().len() as u64,
+            "Functions whose latest revision could not be loaded",
+            services.iter().filter(|s| s.failed.contains_key(&s.latest().revision)).count() as u64,
         )?;
         gauge(
             &mut encoder,

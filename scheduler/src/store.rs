@@ -4,6 +4,7 @@
 
 use crate::SchedulerError;
 use crate::model::{Artifact, Settings};
+use crate::service::Template;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,25 @@ pub(crate) struct StoredRevision {
     pub(crate) artifact: Artifact,
     pub(crate) settings: Settings,
     pub(crate) created_at_ms: u64,
+    /// The revision's name: bring-your-own, or `<name>-<revision, 5 digits>`.
+    pub(crate) name: String,
+    /// The template it was stamped from (synthesized for revisions from before templates).
+    pub(crate) template: Template,
+}
+
+/// A revision's default name, Knative's `<service>-00001`.
+pub(crate) fn revision_name(function: &str, revision: u64) -> String {
+    let (_, name) = crate::service::split_id(function);
+    format!("{name}-{revision:05}")
+}
+
+/// A pushed artifact: a name and tag pointing at content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArtifactRef {
+    pub name: String,
+    pub tag: String,
+    pub artifact: Artifact,
+    pub created_at_ms: u64,
 }
 
 /// An API object other than a function (a trigger, say): its spec is JSON that the crate owning
@@ -82,6 +102,20 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL,
         PRIMARY KEY (kind, name)
      );",
+    // 4: revisions get names and the template they were stamped from (NULL for older rows:
+    // `<function>-%05d` and a template synthesized from their settings); pushed artifacts get
+    // names and tags.
+    "ALTER TABLE revisions ADD COLUMN name TEXT;
+     ALTER TABLE revisions ADD COLUMN template TEXT;
+     CREATE TABLE artifacts (
+        name TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        artifact_kind TEXT NOT NULL,
+        artifact_digest TEXT NOT NULL,
+        artifact_bytes INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (name, tag)
+     );",
 ];
 
 /// Brings the schema up to date, one transaction per step. A data dir from a newer release
@@ -105,6 +139,16 @@ fn artifact_columns(artifact: &Artifact) -> (&'static str, &str, u64) {
     match artifact {
         Artifact::Wasm { sha256, bytes } => ("wasm", sha256, *bytes),
     }
+}
+
+/// Whether a revision or a pushed artifact still refers to this content.
+fn artifact_used(conn: &Connection, kind: &str, digest: &str) -> Result<bool, SchedulerError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM revisions WHERE artifact_kind = ?1 AND artifact_digest = ?2
+             UNION ALL SELECT 1 FROM artifacts WHERE artifact_kind = ?1 AND artifact_digest = ?2 LIMIT 1",
+        )?
+        .exists(params![kind, digest])?)
 }
 
 fn artifact_from(kind: String, digest: String, bytes: u64) -> Result<Artifact, SchedulerError> {
@@ -155,49 +199,119 @@ impl Store {
     }
 
     /// Records a new revision and points the function at it, in one transaction.
-    pub(crate) fn add_revision(
+    /// Stores a service: a new revision when its template changed (`new` = the revision's
+    /// artifact and template), and the service object (traffic, metadata), in one transaction.
+    /// Returns the new revision's number and name.
+    pub(crate) fn put_service(
         &self,
         function: &str,
-        artifact: &Artifact,
-        settings: &Settings,
+        new: Option<(&Artifact, &Template)>,
+        service_json: &str,
         created_at_ms: u64,
-    ) -> Result<u64, SchedulerError> {
+    ) -> Result<Option<(u64, String)>, SchedulerError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let last: Option<u64> =
-            tx.query_row("SELECT MAX(revision) FROM revisions WHERE function = ?1", [function], |r| r.get(0))?;
-        let revision = last.unwrap_or(0) + 1;
-        let (kind, digest, bytes) = artifact_columns(artifact);
+        let mut added = None;
+        if let Some((artifact, template)) = new {
+            let last: Option<u64> =
+                tx.query_row("SELECT MAX(revision) FROM revisions WHERE function = ?1", [function], |r| r.get(0))?;
+            let revision = last.unwrap_or(0) + 1;
+            let name = template.revision_name.clone().unwrap_or_else(|| revision_name(function, revision));
+            let (kind, digest, bytes) = artifact_columns(artifact);
+            tx.execute(
+                "INSERT INTO revisions (function, revision, artifact_kind, artifact_digest, artifact_bytes, settings,
+                                        created_at_ms, name, template)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    function,
+                    revision,
+                    kind,
+                    digest,
+                    bytes,
+                    serde_json::to_string(&template.settings)?,
+                    created_at_ms,
+                    name,
+                    serde_json::to_string(template)?
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO functions (name, revision) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET revision = excluded.revision",
+                params![function, revision],
+            )?;
+            added = Some((revision, name));
+        }
         tx.execute(
-            "INSERT INTO revisions (function, revision, artifact_kind, artifact_digest, artifact_bytes, settings, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![function, revision, kind, digest, bytes, serde_json::to_string(settings)?, created_at_ms],
-        )?;
-        tx.execute(
-            "INSERT INTO functions (name, revision) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET revision = excluded.revision",
-            params![function, revision],
+            "INSERT INTO objects (kind, name, spec, created_at_ms) VALUES ('service', ?1, ?2, ?3)
+             ON CONFLICT (kind, name) DO UPDATE SET spec = excluded.spec",
+            params![function, service_json, created_at_ms],
         )?;
         tx.commit()?;
-        Ok(revision)
+        Ok(added)
     }
 
-    /// Every function with its current revision.
-    pub(crate) fn current_revisions(&self) -> Result<Vec<StoredRevision>, SchedulerError> {
+    /// Deletes revisions (garbage collection of old unrouted ones); returns the artifacts no
+    /// remaining revision refers to.
+    pub(crate) fn delete_revisions(&self, function: &str, revisions: &[u64]) -> Result<Vec<Artifact>, SchedulerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut unused = Vec::new();
+        for revision in revisions {
+            let row: Option<(String, String, u64)> = tx
+                .query_row(
+                    "DELETE FROM revisions WHERE function = ?1 AND revision = ?2
+                     RETURNING artifact_kind, artifact_digest, artifact_bytes",
+                    params![function, revision],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            if let Some((kind, digest, bytes)) = row
+                && !artifact_used(&tx, &kind, &digest)?
+            {
+                unused.push(artifact_from(kind, digest, bytes)?);
+            }
+        }
+        tx.commit()?;
+        Ok(unused)
+    }
+
+    /// Points `name:tag` at an artifact (replacing what it pointed at).
+    pub(crate) fn put_artifact(&self, artifact: &ArtifactRef) -> Result<(), SchedulerError> {
+        let (kind, digest, bytes) = artifact_columns(&artifact.artifact);
+        self.conn().execute(
+            "INSERT INTO artifacts (name, tag, artifact_kind, artifact_digest, artifact_bytes, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (name, tag) DO UPDATE SET artifact_kind = excluded.artifact_kind,
+                artifact_digest = excluded.artifact_digest, artifact_bytes = excluded.artifact_bytes,
+                created_at_ms = excluded.created_at_ms",
+            params![artifact.name, artifact.tag, kind, digest, bytes, artifact.created_at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Every pushed artifact, by name and tag.
+    pub(crate) fn artifacts(&self) -> Result<Vec<ArtifactRef>, SchedulerError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, tag, artifact_kind, artifact_digest, artifact_bytes, created_at_ms FROM artifacts
+             ORDER BY name, tag",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, tag, kind, digest, bytes, created_at_ms): (String, String, String, String, u64, u64) = row?;
+            out.push(ArtifactRef { name, tag, artifact: artifact_from(kind, digest, bytes)?, created_at_ms });
+        }
+        Ok(out)
+    }
+
+    /// Every function's revisions, by function, newest first.
+    pub(crate) fn all_revisions(&self) -> Result<Vec<StoredRevision>, SchedulerError> {
         self.query_revisions(
-            "SELECT r.function, r.revision, r.artifact_kind, r.artifact_digest, r.artifact_bytes, r.settings, r.created_at_ms
-             FROM functions f JOIN revisions r ON r.function = f.name AND r.revision = f.revision
-             ORDER BY f.name",
+            "SELECT function, revision, artifact_kind, artifact_digest, artifact_bytes, settings, created_at_ms,
+                    name, template
+             FROM revisions ORDER BY function, revision DESC",
             [],
-        )
-    }
-
-    /// A function's revisions, newest first.
-    pub(crate) fn revisions(&self, function: &str) -> Result<Vec<StoredRevision>, SchedulerError> {
-        self.query_revisions(
-            "SELECT function, revision, artifact_kind, artifact_digest, artifact_bytes, settings, created_at_ms
-             FROM revisions WHERE function = ?1 ORDER BY revision DESC",
-            [function],
         )
     }
 
@@ -213,18 +327,21 @@ impl Store {
                 row.get::<_, u64>(4)?,
                 row.get::<_, String>(5)?,
                 row.get::<_, u64>(6)?,
+                row.get::<_, Option<String>>(7)?,
+                row.get::<_, Option<String>>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (function, revision, kind, digest, bytes, settings, created_at_ms) = row?;
-            out.push(StoredRevision {
-                function,
-                revision,
-                artifact: artifact_from(kind, digest, bytes)?,
-                settings: serde_json::from_str(&settings)?,
-                created_at_ms,
-            });
+            let (function, revision, kind, digest, bytes, settings, created_at_ms, name, template) = row?;
+            let artifact = artifact_from(kind, digest, bytes)?;
+            let settings: Settings = serde_json::from_str(&settings)?;
+            let template = match template {
+                Some(t) => serde_json::from_str(&t)?,
+                None => Template { image: artifact.digest(), settings: settings.clone(), ..Template::default() },
+            };
+            let name = name.unwrap_or_else(|| revision_name(&function, revision));
+            out.push(StoredRevision { function, revision, artifact, settings, created_at_ms, name, template });
         }
         Ok(out)
     }
@@ -238,7 +355,7 @@ impl Store {
         if existed.is_none() {
             return Ok(None);
         }
-        let mut used: Vec<(String, String, u64)> = tx
+        let used: Vec<(String, String, u64)> = tx
             .prepare(
                 "SELECT DISTINCT artifact_kind, artifact_digest, artifact_bytes FROM revisions WHERE function = ?1",
             )?
@@ -246,10 +363,14 @@ impl Store {
             .collect::<Result<_, _>>()?;
         tx.execute("DELETE FROM functions WHERE name = ?1", [function])?;
         tx.execute("DELETE FROM revisions WHERE function = ?1", [function])?;
-        let mut still_used =
-            tx.prepare("SELECT 1 FROM revisions WHERE artifact_kind = ?1 AND artifact_digest = ?2 LIMIT 1")?;
-        used.retain(|(kind, digest, _)| !still_used.exists(params![kind, digest]).unwrap_or(true));
-        drop(still_used);
+        tx.execute("DELETE FROM objects WHERE kind = 'service' AND name = ?1", [function])?;
+        let mut keep = Vec::new();
+        for (kind, digest, bytes) in used {
+            if !artifact_used(&tx, &kind, &digest)? {
+                keep.push((kind, digest, bytes));
+            }
+        }
+        let used = keep;
         tx.commit()?;
         used.into_iter()
             .map(|(kind, digest, bytes)| artifact_from(kind, digest, bytes))

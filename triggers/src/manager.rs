@@ -161,6 +161,27 @@ impl Triggers {
         self.describe(&name)
     }
 
+    /// Creates a trigger, or replaces one whose spec differs (`wisp apply` of a KafkaSource or
+    /// RabbitmqSource); returns `created`, `configured` or `unchanged`. With `dry_run` it only
+    /// validates.
+    pub async fn apply(&self, spec: TriggerSpec, dry_run: bool) -> Result<&'static str, TriggerError> {
+        spec.validate()?;
+        if !self.inner.scheduler.exists(&spec.function) {
+            return Err(TriggerError::NoFunction(spec.function));
+        }
+        let existing = self.inner.running.lock().unwrap().get(&spec.name).map(|r| r.spec.clone());
+        match existing {
+            Some(existing) if existing == spec => Ok("unchanged"),
+            Some(_) if dry_run => Ok("configured"),
+            None if dry_run => Ok("created"),
+            Some(_) => {
+                self.delete(&spec.name).await?;
+                self.create(spec).await.map(|_| "configured")
+            }
+            None => self.create(spec).await.map(|_| "created"),
+        }
+    }
+
     fn spawn(&self, spec: TriggerSpec, created_at_ms: u64) {
         let status = Arc::new(TriggerStatus::new(&spec.name));
         self.inner.collector.add(&status);

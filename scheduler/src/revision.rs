@@ -199,9 +199,17 @@ impl Revision {
         let mut scaler = self.scaler.lock().unwrap();
         let elapsed = now.saturating_duration_since(scaler.last_tick).as_secs_f64();
         scaler.last_tick = now;
+        if requests == 0 && concurrency == 0.0 && self.replicas() == 0 {
+            // At zero and idle: nothing to decide (a request pokes), so ten thousand idle
+            // functions cost the tick next to nothing.
+            return;
+        }
         let average = if elapsed > 0.0 { concurrency / elapsed } else { 0.0 };
         scaler.windows.record(now - self.epoch, average, requests);
-        self.decide(&mut scaler, now, reachable, None);
+        let desired = self.decide(&mut scaler, now, reachable, None);
+        // Every tick, changed or not: the pool's ready target follows the recent peak too, and
+        // setting it opens the next peak window.
+        self.scale_to(desired);
     }
 
     /// Decides at once, outside the tick: the first request to a revision at zero, or one that
@@ -210,10 +218,14 @@ impl Revision {
         let demand = self.meter.lock().unwrap().in_flight as f64;
         // Another poke or tick deciding now will see this demand too.
         let Ok(mut scaler) = self.scaler.try_lock() else { return };
-        self.decide(&mut scaler, Instant::now(), reachable, Some(demand));
+        let desired = self.decide(&mut scaler, Instant::now(), reachable, Some(demand));
+        if desired != self.replicas() {
+            self.scale_to(desired);
+        }
     }
 
-    fn decide(&self, scaler: &mut Scaler, now: Instant, reachable: bool, demand: Option<f64>) {
+    /// Runs the decider on the windows (the panic side raised to `demand`); returns desired.
+    fn decide(&self, scaler: &mut Scaler, now: Instant, reachable: bool, demand: Option<f64>) -> u32 {
         let at = now - self.epoch;
         let stable = scaler.windows.average(at, scaler.decider.stable_window());
         let mut panic = scaler.windows.average(at, scaler.decider.panic_window());
@@ -230,9 +242,7 @@ impl Revision {
         scaler.last = decision;
         scaler.stable = stable;
         scaler.panic = panic;
-        if decision.desired != self.replicas() {
-            self.scale_to(decision.desired);
-        }
+        decision.desired
     }
 
     /// The scaling state for `describe` and metrics.

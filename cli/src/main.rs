@@ -18,7 +18,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 use crate::client::Client;
-use crate::output::Output;
+use crate::cmd::Format;
 
 /// Wisp: serverless WebAssembly functions
 #[derive(Parser, Debug)]
@@ -34,9 +34,10 @@ struct Cli {
         help_heading = "Global options"
     )]
     node: String,
-    /// Output format: aligned text, or the node's JSON unchanged
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table, help_heading = "Global options")]
-    output: Output,
+    /// Output format: aligned text, the node's JSON unchanged, or YAML (`get`, `describe`,
+    /// `revisions`, `apply`, `push`); `wisp get` prints Knative objects in both JSON and YAML
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table, help_heading = "Global options")]
+    output: Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,6 +45,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Up(Box<up::UpArgs>),
+    Apply(cmd::apply::ApplyArgs),
+    Push(cmd::push::PushArgs),
+    Get(cmd::get::GetArgs),
+    Revisions(cmd::revisions::RevisionsArgs),
     Deploy(cmd::deploy::DeployArgs),
     Invoke(cmd::invoke::InvokeArgs),
     #[command(visible_alias = "list")]
@@ -62,15 +67,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let out = cli.output;
     match cli.command {
         Command::Up(args) => up::run(*args),
-        Command::Deploy(args) => cmd::deploy::run(&client(), out, args),
-        Command::Invoke(args) => cmd::invoke::run(&client(), out, args),
-        Command::Ls(args) => cmd::ls::run(&client(), out, args),
+        Command::Apply(args) => cmd::apply::run(&client(), out, args),
+        Command::Push(args) => cmd::push::run(&client(), out, args),
+        Command::Get(args) => cmd::get::run(&client(), out, args),
+        Command::Revisions(args) => cmd::revisions::run(&client(), out, args),
         Command::Describe(args) => cmd::describe::run(&client(), out, args),
-        Command::Logs(args) => cmd::logs::run(&client(), out, args),
-        Command::Rm(args) => cmd::rm::run(&client(), out, args),
-        Command::Usage(args) => cmd::usage::run(&client(), out, args),
-        Command::Trigger(args) => cmd::trigger::run(&client(), out, args),
-        Command::Invocation(args) => cmd::invocation::run(&client(), out, args),
+        Command::Deploy(args) => cmd::deploy::run(&client(), out.plain("deploy")?, args),
+        Command::Invoke(args) => cmd::invoke::run(&client(), out.plain("invoke")?, args),
+        Command::Ls(args) => cmd::ls::run(&client(), out.plain("ls")?, args),
+        Command::Logs(args) => cmd::logs::run(&client(), out.plain("logs")?, args),
+        Command::Rm(args) => cmd::rm::run(&client(), out.plain("rm")?, args),
+        Command::Usage(args) => cmd::usage::run(&client(), out.plain("usage")?, args),
+        Command::Trigger(args) => cmd::trigger::run(&client(), out.plain("trigger")?, args),
+        Command::Invocation(args) => cmd::invocation::run(&client(), out.plain("invocation")?, args),
     }
 }
 

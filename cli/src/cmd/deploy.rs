@@ -20,6 +20,9 @@ pub struct DeployArgs {
     /// The component to deploy (a .wasm file)
     #[arg(value_name = "FILE.wasm")]
     pub file: PathBuf,
+    /// Namespace of the function
+    #[arg(short = 'n', long, default_value = wisp_scheduler::DEFAULT_NAMESPACE, value_name = "NS")]
+    pub namespace: String,
     /// Instances kept instantiated and ready (0 scales to zero)
     #[arg(long, value_name = "N")]
     pub min_warm: Option<u64>,
@@ -57,10 +60,11 @@ pub fn run(client: &Client, output: Output, args: DeployArgs) -> anyhow::Result<
         ("max_response_body", args.max_response_body),
         ("max_concurrency", args.max_concurrency.map(|n| n.to_string())),
     ];
-    let mut req = client
+    let req = client
         .admin("POST", &format!("/v1/functions/{}", client::segment(&args.name)))
         .timeout(DEPLOY_TIMEOUT)
         .set("Content-Type", "application/wasm");
+    let mut req = super::with_namespace(req, &args.namespace);
     for (key, value) in &settings {
         if let Some(value) = value {
             req = req.query(key, value);

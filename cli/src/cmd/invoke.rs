@@ -8,12 +8,15 @@ use crate::output::Output;
 
 /// Call a function over HTTP and print its response body
 ///
-/// Sends the request to /fn/NAME[PATH] on the node. The method defaults to POST when a body is
+/// Sends the request to /fn/NAME[PATH] on the node (/fn/NS/NAME[PATH] with -n NS). The method defaults to POST when a body is
 /// given, GET otherwise. Exits with status 1 when the answer is not 2xx.
 #[derive(clap::Args, Debug)]
 pub struct InvokeArgs {
     /// Function name
     pub name: String,
+    /// Namespace of the function (outside `default` it answers at /fn/NS/NAME)
+    #[arg(short = 'n', long, default_value = wisp_scheduler::DEFAULT_NAMESPACE, value_name = "NS")]
+    pub namespace: String,
     /// Path (and query) after /fn/NAME, e.g. /items?id=3
     #[arg(long)]
     pub path: Option<String>,
@@ -50,8 +53,11 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
     Ok((name.to_owned(), value.trim().to_owned()))
 }
 
-fn target(name: &str, path: &str) -> String {
-    let name = client::segment(name);
+fn target(namespace: &str, name: &str, path: &str) -> String {
+    let name = match namespace {
+        wisp_scheduler::DEFAULT_NAMESPACE => client::segment(name),
+        ns => format!("{}/{}", client::segment(ns), client::segment(name)),
+    };
     match path {
         "" => format!("/fn/{name}"),
         p if p.starts_with('/') => format!("/fn/{name}{p}"),
@@ -74,7 +80,7 @@ pub fn run(client: &Client, _output: Output, args: InvokeArgs) -> anyhow::Result
         .method
         .map(|m| m.to_ascii_uppercase())
         .unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.to_owned());
-    let mut req = client.request(&method, &target(&args.name, args.path.as_deref().unwrap_or("")));
+    let mut req = client.request(&method, &target(&args.namespace, &args.name, args.path.as_deref().unwrap_or("")));
     for (name, value) in &args.headers {
         req = req.set(name, value);
     }
@@ -140,8 +146,9 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(target("hello", ""), "/fn/hello");
-        assert_eq!(target("hello", "/x/y?q=1"), "/fn/hello/x/y?q=1");
-        assert_eq!(target("hello", "x"), "/fn/hello/x");
+        assert_eq!(target("default", "hello", ""), "/fn/hello");
+        assert_eq!(target("default", "hello", "/x/y?q=1"), "/fn/hello/x/y?q=1");
+        assert_eq!(target("default", "hello", "x"), "/fn/hello/x");
+        assert_eq!(target("team", "api", "/x"), "/fn/team/api/x");
     }
 }

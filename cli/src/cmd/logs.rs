@@ -6,9 +6,13 @@ use crate::output::{self, Output};
 pub struct LogsArgs {
     /// Function name
     pub name: String,
+    /// Namespace of the function
+    #[arg(short = 'n', long, default_value = wisp_scheduler::DEFAULT_NAMESPACE, value_name = "NS")]
+    pub namespace: String,
 }
 
 pub fn run(client: &Client, _output: Output, args: LogsArgs) -> anyhow::Result<()> {
-    let text = client.get(&format!("/v1/functions/{}/logs", client::segment(&args.name)))?;
+    let req = client.admin("GET", &format!("/v1/functions/{}/logs", client::segment(&args.name)));
+    let text = client.text(super::with_namespace(req, &args.namespace), None)?;
     Ok(output::print(&text)?)
 }

@@ -2,6 +2,7 @@
 //! HTTP, real wasmtime, real SQLite, and the example guest functions built for wasm32-wasip2.
 
 mod admin;
+mod apply_cli;
 mod asynchronous;
 mod cli;
 mod hardening;

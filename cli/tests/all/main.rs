@@ -4,11 +4,13 @@
 mod admin;
 mod apply_cli;
 mod asynchronous;
+mod autoscaling;
 mod cli;
 mod hardening;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod services;
 mod triggers;
 mod upgrade;
 mod usage;

@@ -51,9 +51,27 @@ pub struct UpArgs {
     /// Ready instances kept per revision at most
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_ready: usize,
-    /// How often the autoscaler re-evaluates pool targets
-    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    /// How often the KPA autoscaler decides for every revision (also its metric bucket)
+    #[arg(long, default_value = "100ms", value_name = "DURATION")]
     scale_interval: String,
+    /// Requests one revision's activator holds while it is at capacity (more get 503)
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    activator_queue: usize,
+    /// How long the last replica stays after the autoscaler decided to scale to zero
+    #[arg(long, default_value = "0s", value_name = "DURATION")]
+    scale_to_zero_grace: String,
+    /// Largest growth of a revision's replicas per decision, as a multiple of the ready count
+    #[arg(long, default_value_t = 1000.0, value_name = "RATE")]
+    max_scale_up_rate: f64,
+    /// Largest shrink of a revision's replicas per decision: ready / RATE
+    #[arg(long, default_value_t = 2.0, value_name = "RATE")]
+    max_scale_down_rate: f64,
+    /// Unrouted revisions kept per service; older ones are deleted
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    revision_retention: usize,
+    /// Domain of service hosts: {name}.{namespace}.DOMAIN and {tag}-{name}.{namespace}.DOMAIN
+    #[arg(long, default_value = "localhost", value_name = "DOMAIN")]
+    domain: String,
     /// Function requests handled at once by the node before new ones get 429
     #[arg(long, default_value_t = 1024, value_name = "N")]
     max_concurrency: usize,
@@ -176,6 +194,18 @@ impl NodeConfig {
         let mut scheduler = SchedulerConfig::new(&args.data_dir);
         scheduler.max_ready = args.max_ready;
         scheduler.scale_interval = duration_flag("--scale-interval", &args.scale_interval)?;
+        anyhow::ensure!(!scheduler.scale_interval.is_zero(), "--scale-interval must be above 0");
+        scheduler.decider.tick = scheduler.scale_interval;
+        scheduler.decider.scale_to_zero_grace = duration_flag("--scale-to-zero-grace", &args.scale_to_zero_grace)?;
+        anyhow::ensure!(args.max_scale_up_rate > 1.0, "--max-scale-up-rate must be above 1");
+        anyhow::ensure!(args.max_scale_down_rate > 1.0, "--max-scale-down-rate must be above 1");
+        scheduler.decider.max_scale_up_rate = args.max_scale_up_rate;
+        scheduler.decider.max_scale_down_rate = args.max_scale_down_rate;
+        anyhow::ensure!(args.activator_queue > 0, "--activator-queue must be above 0");
+        scheduler.activator_queue = args.activator_queue;
+        scheduler.revision_retention = args.revision_retention;
+        scheduler.domain = args.domain.trim_matches('.').to_string();
+
         scheduler.function_concurrency = args.function_concurrency.unwrap_or((args.pool_instances / 4).max(1));
         anyhow::ensure!(scheduler.function_concurrency > 0, "--function-concurrency must be above 0");
         // Connections must never exhaust descriptors: keep a reserve for files, the store and
@@ -240,8 +270,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     runtime.enable_all().build()?.block_on(serve(args, config))
 }
 
-async fn serve(args: UpArgs, config: NodeConfig) -> anyhow::Result<()> {
+async fn serve(args: UpArgs, mut config: NodeConfig) -> anyhow::Result<()> {
     let data_dir = &args.data_dir;
+    // Bound first so service URLs carry the real port (`--listen 127.0.0.1:0` included);
+    // connections wait in the backlog until the gateway serves.
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    config.scheduler.url_port = addr.port();
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let shutdown = CancellationToken::new();
     let mut registry = Registry::default();
@@ -261,9 +297,6 @@ async fn serve(args: UpArgs, config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("opening the async invocation store in {}", data_dir.display()))?;
     let gateway = Gateway::new(scheduler.clone(), triggers.clone(), invocations.clone(), config.gateway, &mut registry);
 
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-    let addr = listener.local_addr()?;
     // Scripts and tests read this line to find the node.
     println!("wisp: listening on http://{addr}");
     if let Some(dir) = &args.deploy_dir {

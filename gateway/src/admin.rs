@@ -2,12 +2,14 @@
 //! concurrency limit, so it keeps answering while functions are saturated.
 
 use crate::{ApiError, Body, Gateway, Resp, json_response, text_response};
+use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::time::Duration;
-use wisp_scheduler::{BodyError, UsageQuery, read_within};
+use wisp_manifest::Object;
+use wisp_scheduler::{BodyError, DEFAULT_NAMESPACE, UsageQuery, function_id, read_within};
 
 /// Most usage records one query returns.
 const MAX_USAGE_RECORDS: u32 = 10_000;
@@ -29,18 +31,56 @@ pub(crate) async fn handle(gateway: &Gateway, req: Request<Body>) -> Result<Resp
             Method::GET => Ok(json_response(StatusCode::OK, &serde_json::json!({ "functions": scheduler.list() }))),
             _ => Err(not_allowed("GET")),
         },
-        ["functions", name] => match method {
-            Method::POST | Method::PUT => deploy(gateway, name, req).await,
-            Method::GET => Ok(json_response(StatusCode::OK, &scheduler.describe(name).await?)),
-            Method::DELETE => {
-                scheduler.delete(name).await?;
-                Ok(json_response(StatusCode::OK, &serde_json::json!({ "deleted": name })))
+        ["functions", name] => {
+            let id = namespaced(&req, name);
+            match method {
+                Method::POST | Method::PUT => deploy(gateway, &id, req).await,
+                Method::GET => Ok(json_response(StatusCode::OK, &scheduler.describe(&id).await?)),
+                Method::DELETE => {
+                    scheduler.delete(&id).await?;
+                    Ok(json_response(StatusCode::OK, &serde_json::json!({ "deleted": id })))
+                }
+                _ => Err(not_allowed("GET, POST, PUT, DELETE")),
             }
-            _ => Err(not_allowed("GET, POST, PUT, DELETE")),
-        },
+        }
         ["functions", name, "logs"] => match method {
-            Method::GET => Ok(text_response(StatusCode::OK, "text/plain; charset=utf-8", scheduler.logs(name)?)),
+            Method::GET => {
+                let id = namespaced(&req, name);
+                Ok(text_response(StatusCode::OK, "text/plain; charset=utf-8", scheduler.logs(&id)?))
+            }
             _ => Err(not_allowed("GET")),
+        },
+        ["apply"] => match method {
+            Method::POST => apply(gateway, req).await,
+            _ => Err(not_allowed("POST")),
+        },
+        ["services"] => match method {
+            Method::GET => Ok(json_response(StatusCode::OK, &serde_json::json!({ "services": scheduler.services() }))),
+            _ => Err(not_allowed("GET")),
+        },
+        ["services", namespace, name] => {
+            let id = function_id(namespace, name);
+            match method {
+                Method::GET => Ok(json_response(StatusCode::OK, &scheduler.get_service(&id)?)),
+                Method::DELETE => {
+                    scheduler.delete(&id).await?;
+                    Ok(json_response(StatusCode::OK, &serde_json::json!({ "deleted": id })))
+                }
+                _ => Err(not_allowed("GET, DELETE")),
+            }
+        }
+        ["artifacts"] => match method {
+            Method::GET => {
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "artifacts": scheduler.artifacts().await? })))
+            }
+            _ => Err(not_allowed("GET")),
+        },
+        ["artifacts", name, tag] => match method {
+            Method::PUT | Method::POST => {
+                let bytes = read_upload(gateway, req).await?;
+                Ok(json_response(StatusCode::CREATED, &scheduler.push(name, tag, bytes).await?))
+            }
+            _ => Err(not_allowed("PUT, POST")),
         },
         ["triggers"] => match method {
             Method::GET => {
@@ -74,19 +114,85 @@ pub(crate) async fn handle(gateway: &Gateway, req: Request<Body>) -> Result<Resp
 
 /// Largest JSON object the admin API reads (a trigger spec is a few hundred bytes).
 const MAX_JSON: u64 = 64 << 10;
+/// Largest manifest `wisp apply` sends (a few services and sources are a few KiB).
+const MAX_MANIFEST: u64 = 1 << 20;
+
+/// Reads a small admin body within its limit and the upload timeout.
+async fn read_small(gateway: &Gateway, req: Request<Body>, limit: u64, what: &'static str) -> Result<Bytes, ApiError> {
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(gateway.config.upload_timeout, read_within(&parts.headers, body, limit)).await;
+    match read {
+        Err(_) => Err(ApiError::UploadTimeout(gateway.config.upload_timeout)),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(BodyError::TooLarge { limit })) => Err(ApiError::BodyTooLarge { what, limit, flag: "fixed" }),
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!("reading the body: {e}"))),
+    }
+}
 
 async fn read_json<T: serde::de::DeserializeOwned>(gateway: &Gateway, req: Request<Body>) -> Result<T, ApiError> {
-    let (parts, body) = req.into_parts();
-    let read = tokio::time::timeout(gateway.config.upload_timeout, read_within(&parts.headers, body, MAX_JSON)).await;
-    let bytes = match read {
-        Err(_) => return Err(ApiError::UploadTimeout(gateway.config.upload_timeout)),
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(BodyError::TooLarge { limit })) => {
-            return Err(ApiError::BodyTooLarge { what: "JSON body", limit, flag: "fixed" });
-        }
-        Ok(Err(e)) => return Err(ApiError::BadRequest(format!("reading the body: {e}"))),
-    };
+    let bytes = read_small(gateway, req, MAX_JSON, "JSON body").await?;
     serde_json::from_slice(&bytes).map_err(|e| wisp_triggers::TriggerError::Malformed(e.to_string()).into())
+}
+
+/// `name` in the namespace the `namespace` query parameter names (default: `default`).
+fn namespaced<B>(req: &Request<B>, name: &str) -> String {
+    let namespace = query_pairs(req).into_iter().find(|(k, _)| k == "namespace").map(|(_, v)| v);
+    function_id(namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE), name)
+}
+
+/// `POST /v1/apply[?dry_run=true]`: Knative manifests (YAML documents or JSON). Every object is
+/// validated (and dry-run against the node: images resolve, traffic names revisions) before
+/// any is applied, so a bad document changes nothing.
+async fn apply(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
+    let mut dry_run = false;
+    for (k, v) in query_pairs(&req) {
+        match (k.as_str(), v.as_str()) {
+            ("dry_run", "" | "true" | "all" | "server") => dry_run = true,
+            ("dry_run", "false" | "none") => {}
+            (other, _) => return Err(ApiError::BadRequest(format!("unknown query parameter `{other}` (dry_run)"))),
+        }
+    }
+    let bytes = read_small(gateway, req, MAX_MANIFEST, "manifest").await?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::BadRequest("the manifest is not UTF-8".into()))?;
+    let objects = wisp_manifest::parse(text)?;
+    let services: Vec<String> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Service(s) => Some(s.id()),
+            Object::Trigger(_) => None,
+        })
+        .collect();
+    for object in &objects {
+        match object {
+            Object::Service(spec) => drop(gateway.scheduler.apply(spec.clone(), true).await?),
+            Object::Trigger(spec) => {
+                spec.validate().map_err(wisp_triggers::TriggerError::from)?;
+                if !services.contains(&spec.function) && !gateway.scheduler.exists(&spec.function) {
+                    return Err(wisp_triggers::TriggerError::NoFunction(spec.function.clone()).into());
+                }
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for object in objects {
+        results.push(match object {
+            Object::Service(spec) => {
+                let applied = gateway.scheduler.apply(spec, dry_run).await?;
+                serde_json::json!({ "kind": "Service", "namespace": applied.namespace, "name": applied.name,
+                                    "action": applied.action, "revision": applied.revision })
+            }
+            Object::Trigger(spec) => {
+                let kind = match spec.source {
+                    wisp_triggers::SourceSpec::Kafka(_) => "KafkaSource",
+                    wisp_triggers::SourceSpec::Rabbitmq(_) => "RabbitmqSource",
+                };
+                let name = spec.name.clone();
+                let action = gateway.triggers.apply(spec, dry_run).await?;
+                serde_json::json!({ "kind": kind, "name": name, "action": action })
+            }
+        });
+    }
+    Ok(json_response(StatusCode::OK, &serde_json::json!({ "dry_run": dry_run, "results": results })))
 }
 
 fn usage_query(req: &Request<Body>) -> Result<UsageQuery, ApiError> {
@@ -105,10 +211,17 @@ fn usage_query(req: &Request<Body>) -> Result<UsageQuery, ApiError> {
     Ok(query)
 }
 
-async fn deploy(gateway: &Gateway, name: &str, req: Request<Body>) -> Result<Resp, ApiError> {
+async fn deploy(gateway: &Gateway, id: &str, req: Request<Body>) -> Result<Resp, ApiError> {
+    let params: Vec<_> = query_pairs(&req).into_iter().filter(|(k, _)| k != "namespace").collect();
+    let bytes = read_upload(gateway, req).await?;
+    let view = gateway.scheduler.deploy(id, &params, bytes).await?;
+    Ok(json_response(StatusCode::CREATED, &view))
+}
+
+/// Reads a component upload within `--max-component-size` and `--upload-timeout`.
+async fn read_upload(gateway: &Gateway, req: Request<Body>) -> Result<Bytes, ApiError> {
     let config = &gateway.config;
     let limit = config.max_component_bytes;
-    let params = query_pairs(&req);
     let (parts, body) = req.into_parts();
     let mut body = Box::pin(body);
     // The upload is read (within its limit and time) before any answer; the scheduler
@@ -123,8 +236,7 @@ async fn deploy(gateway: &Gateway, name: &str, req: Request<Body>) -> Result<Res
         }
         Ok(Err(e)) => return Err(ApiError::BadRequest(format!("reading the upload: {e}"))),
     };
-    let view = gateway.scheduler.deploy(name, &params, bytes).await?;
-    Ok(json_response(StatusCode::CREATED, &view))
+    Ok(bytes)
 }
 
 /// Discards the rest of a refused upload, within bounds, so a client that writes its whole

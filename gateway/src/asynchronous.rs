@@ -17,7 +17,7 @@ pub(crate) fn wants_async(req: &Request<Body>) -> bool {
 
 pub(crate) async fn submit(gateway: &Gateway, rest: &str, req: Request<Body>) -> Result<Resp, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let (name, uri) = crate::function_uri(&parts.uri, rest)?;
+    let (name, uri) = crate::function_uri(gateway, &parts.uri, rest)?;
     let Some(settings) = gateway.scheduler.settings(&name) else {
         return Err(wisp_scheduler::InvokeError::NotFound(name).into());
     };

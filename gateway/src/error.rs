@@ -18,6 +18,8 @@ pub enum ApiError {
     Trigger(#[from] TriggerError),
     #[error(transparent)]
     Invocation(#[from] InvocationError),
+    #[error(transparent)]
+    Manifest(#[from] wisp_manifest::ManifestError),
     #[error("{what} exceeds the limit of {limit} bytes ({flag})")]
     BodyTooLarge { what: &'static str, limit: u64, flag: &'static str },
     #[error("{0}")]
@@ -48,6 +50,7 @@ impl ApiError {
             ApiError::Invocation(InvocationError::Callback(_)) => StatusCode::BAD_REQUEST,
             ApiError::Invocation(InvocationError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Invocation(InvocationError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Manifest(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NoRoute(_) => StatusCode::NOT_FOUND,

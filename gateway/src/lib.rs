@@ -218,6 +218,15 @@ where
 }
 
 async fn route(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
+    // Knative-style addressing: `{name}.{namespace}.{domain}` (or `{tag}-{name}...`) routes
+    // every path to the service; the function sees the whole path.
+    if let Some((id, tag)) = host_of(&req).and_then(|host| gateway.scheduler.resolve_host(host)) {
+        let Ok(_permit) = gateway.function_slots.try_acquire() else {
+            gateway.metrics.shed.inc();
+            return Err(ApiError::Overloaded);
+        };
+        return invoke_by_host(gateway, &id, tag, req).await;
+    }
     let path = req.uri().path();
     if path.starts_with("/fn/") || path.starts_with("/async/fn/") {
         // Shed (429) once `--max-concurrency` function requests are in flight; the permit is
@@ -249,9 +258,42 @@ async fn route(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> 
     }
 }
 
-/// `hello/a/b` -> (`hello`, `/a/b`); `hello` -> (`hello`, `/`).
-pub(crate) fn split_function_path(rest: &str) -> (&str, &str) {
-    match rest.find('/') {
+/// The request's host: HTTP/1's Host header, or HTTP/2's `:authority`.
+fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host())
+}
+
+/// A request addressed by Host: a tag from the host is passed on as the
+/// `Knative-Serving-Tag` header, which is how the scheduler picks a tagged revision.
+async fn invoke_by_host(
+    gateway: &Gateway,
+    id: &str,
+    tag: Option<String>,
+    req: Request<Body>,
+) -> Result<Resp, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    if let Some(tag) = tag {
+        let value = http::HeaderValue::from_str(&tag).map_err(|e| ApiError::BadRequest(format!("tag: {e}")))?;
+        parts.headers.insert("knative-serving-tag", value);
+    }
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    parts.uri = path_and_query.parse().map_err(|e| ApiError::BadRequest(format!("request path: {e}")))?;
+    let response = gateway.scheduler.invoke(id, Request::from_parts(parts, body), Source::Http).await?;
+    Ok(response.map(Full::new))
+}
+
+/// `hello/a/b` -> (`hello`, `/a/b`); `hello` -> (`hello`, `/`); `team/api/x` -> (`team/api`,
+/// `/x`) when a service `api` exists in namespace `team` (else function `team`, path `/api/x`).
+pub(crate) fn split_function_path(rest: &str, exists: impl Fn(&str) -> bool) -> (&str, &str) {
+    let first = rest.find('/');
+    if let Some(i) = first {
+        let second = rest[i + 1..].find('/').map_or(rest.len(), |j| i + 1 + j);
+        let id = &rest[..second];
+        if second > i + 1 && exists(id) {
+            return (id, if second == rest.len() { "/" } else { &rest[second..] });
+        }
+    }
+    match first {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     }
@@ -261,7 +303,7 @@ pub(crate) fn split_function_path(rest: &str) -> (&str, &str) {
 /// path after `/fn/{name}`, and the query string.
 async fn invoke(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let (name, uri) = function_uri(&parts.uri, &parts.uri.path()["/fn/".len()..])?;
+    let (name, uri) = function_uri(gateway, &parts.uri, &parts.uri.path()["/fn/".len()..])?;
     parts.uri = uri;
     let response = gateway.scheduler.invoke(&name, Request::from_parts(parts, body), Source::Http).await?;
     Ok(response.map(Full::new))
@@ -269,8 +311,8 @@ async fn invoke(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError>
 
 /// The function's name and the URI it sees, from `rest` (the path after `/fn/` or `/async/fn/`)
 /// and the query string.
-pub(crate) fn function_uri(uri: &http::Uri, rest: &str) -> Result<(String, http::Uri), ApiError> {
-    let (name, rest) = split_function_path(rest);
+pub(crate) fn function_uri(gateway: &Gateway, uri: &http::Uri, rest: &str) -> Result<(String, http::Uri), ApiError> {
+    let (name, rest) = split_function_path(rest, |id| gateway.scheduler.exists(id));
     let path_and_query = match uri.query() {
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_string(),
@@ -285,8 +327,13 @@ mod tests {
 
     #[test]
     fn splits_name_from_rest() {
-        assert_eq!(split_function_path("hello"), ("hello", "/"));
-        assert_eq!(split_function_path("hello/"), ("hello", "/"));
-        assert_eq!(split_function_path("hello/a/b"), ("hello", "/a/b"));
+        let none = |_: &str| false;
+        assert_eq!(split_function_path("hello", none), ("hello", "/"));
+        assert_eq!(split_function_path("hello/", none), ("hello", "/"));
+        assert_eq!(split_function_path("hello/a/b", none), ("hello", "/a/b"));
+        let team_api = |id: &str| id == "team/api";
+        assert_eq!(split_function_path("team/api", team_api), ("team/api", "/"));
+        assert_eq!(split_function_path("team/api/x?y", team_api), ("team/api", "/x?y"));
+        assert_eq!(split_function_path("team/other/x", team_api), ("team", "/other/x"));
     }
 }

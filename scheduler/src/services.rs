@@ -19,6 +19,21 @@ use wisp_runtime::wasm::{Compiled, PoolId};
 /// The field an unresolvable image is reported on.
 const IMAGE_FIELD: &str = "spec.template.spec.containers[0].image";
 
+/// Why an image did not resolve: content the node has no copy of (fine for a dry run), or
+/// anything else.
+enum Missing {
+    Digest(SchedulerError),
+    Other(SchedulerError),
+}
+
+impl From<Missing> for SchedulerError {
+    fn from(m: Missing) -> Self {
+        match m {
+            Missing::Digest(e) | Missing::Other(e) => e,
+        }
+    }
+}
+
 /// A function id is `name` or `namespace/name`, both DNS labels.
 pub(crate) fn validate_id(id: &str) -> Result<(), SchedulerError> {
     let (namespace, name) = split_id(id);
@@ -164,7 +179,13 @@ impl Scheduler {
         validate_name(&spec.namespace)?;
         validate_name(&spec.name)?;
         let id = spec.id();
-        let artifact = self.resolve_image(&spec.template.image).await?;
+        let artifact = match self.resolve_image(&spec.template.image).await {
+            Ok(artifact) => Some(artifact),
+            // A dry run uploads nothing, so a digest the node has no copy of yet is fine (the
+            // real apply uploads first); it cannot be compiled here, so it is not checked.
+            Err(Missing::Digest(_)) if dry_run => None,
+            Err(e) => return Err(e.into()),
+        };
         let settings = &spec.template.settings;
         self.inner.runtime.check_limits(&settings.limits())?;
 
@@ -201,15 +222,15 @@ impl Scheduler {
                 });
             }
         }
-        let compiled = match changed {
-            true => {
-                let compiled = self.load(&artifact).await?;
+        let compiled = match (changed, &artifact) {
+            (true, Some(artifact)) => {
+                let compiled = self.load(artifact).await?;
                 // Instantiate once with the revision's own limits, so a component that cannot
                 // start (its initial memory above `memory`, say) is refused now, not per request.
                 self.inner.runtime.check_instantiates(&compiled, settings.limits()).await?;
                 Some(compiled)
             }
-            false => None,
+            _ => None,
         };
         let action = match (&current, changed) {
             (None, _) => Action::Created,
@@ -223,9 +244,9 @@ impl Scheduler {
             action,
             revision: new_name,
         };
-        if dry_run || action == Action::Unchanged {
+        let Some(artifact) = artifact.filter(|_| !dry_run && action != Action::Unchanged) else {
             return Ok(applied);
-        }
+        };
 
         let inner = self.inner.clone();
         let (id_owned, json) = (id.clone(), serde_json::to_string(&spec)?);
@@ -360,8 +381,9 @@ impl Scheduler {
 
     /// What an image reference names: `sha256:<hex>` or `name@sha256:<hex>` (content already
     /// on the node), or a pushed `name[:tag]` (tag `latest` by default).
-    async fn resolve_image(&self, image: &str) -> Result<Artifact, SchedulerError> {
-        let unresolvable = |message: String| SchedulerError::InvalidField { field: IMAGE_FIELD.into(), message };
+    async fn resolve_image(&self, image: &str) -> Result<Artifact, Missing> {
+        let unresolvable =
+            |message: String| Missing::Other(SchedulerError::InvalidField { field: IMAGE_FIELD.into(), message });
         let digest = image.rsplit_once('@').map_or(image, |(_, d)| d);
         let inner = self.inner.clone();
         if let Some(hex) = digest.strip_prefix("sha256:") {
@@ -369,12 +391,15 @@ impl Scheduler {
                 return Err(unresolvable(format!("{image:?} is not a sha256 digest (64 lowercase hex digits)")));
             }
             let path = inner.store.component_path(hex);
-            let bytes = tokio::task::spawn_blocking(move || std::fs::metadata(path).map(|m| m.len())).await?;
+            let bytes = tokio::task::spawn_blocking(move || std::fs::metadata(path).map(|m| m.len()))
+                .await
+                .map_err(|e| Missing::Other(e.into()))?;
             return match bytes {
                 Ok(bytes) => Ok(Artifact::Wasm { sha256: hex.to_string(), bytes }),
-                Err(_) => {
-                    Err(unresolvable(format!("no component with digest {digest} on this node (wisp push it first)")))
-                }
+                Err(_) => Err(Missing::Digest(SchedulerError::InvalidField {
+                    field: IMAGE_FIELD.into(),
+                    message: format!("no component with digest {digest} on this node (wisp push it first)"),
+                })),
             };
         }
         if image.starts_with("./") || image.starts_with("../") || image.starts_with('/') || image.starts_with("file://")
@@ -384,7 +409,10 @@ impl Scheduler {
             )));
         }
         let (name, tag) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((image, "latest"));
-        let artifacts = tokio::task::spawn_blocking(move || inner.store.artifacts()).await??;
+        let artifacts = tokio::task::spawn_blocking(move || inner.store.artifacts())
+            .await
+            .map_err(|e| Missing::Other(e.into()))?
+            .map_err(Missing::Other)?;
         artifacts.into_iter().find(|a| a.name == name && a.tag == tag).map(|a| a.artifact).ok_or_else(|| {
             unresolvable(format!("image {image:?} not found: push a component with `wisp push FILE {name}:{tag}`"))
         })

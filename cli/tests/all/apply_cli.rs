@@ -149,7 +149,6 @@ fn apply_uploads_a_local_component_and_the_service_answers() {
 }
 
 #[test]
-#[ignore = "node: POST /v1/apply?dry_run=true refuses a sha256 digest it has no copy of, so a local component cannot be dry-run before its first upload"]
 fn a_dry_run_before_the_first_apply_uploads_and_changes_nothing() {
     let data = tempdir();
     let node = Node::start(data.path(), &[]);

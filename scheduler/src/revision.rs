@@ -121,9 +121,14 @@ impl Revision {
         max_ready: usize,
     ) -> Self {
         let now = Instant::now();
-        let settings = &stored.settings;
+        let mut settings = stored.settings.clone();
+        // `wisp deploy --min-warm 0` (activation scale 0, which manifests cannot express) has
+        // always meant nothing warm until a request arrives: the revision starts at zero too.
+        if settings.min_warm == 0 {
+            settings.scaling.initial_scale = 0;
+        }
         let tick = config.tick;
-        let decider = Decider::new(settings, config, now - epoch, 0);
+        let decider = Decider::new(&settings, config, now - epoch, 0);
         let windows = Windows::new(tick, decider.stable_window());
         let initial = settings.scaling.initial_scale;
         let cc = settings.container_concurrency;

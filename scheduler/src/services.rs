@@ -192,7 +192,10 @@ impl Scheduler {
         let _admin = self.inner.admin.lock().await;
         let current = self.service(&id);
         let history = current.as_ref().map_or(&[][..], |s| &s.history[..]);
-        let changed = history.first().is_none_or(|latest| latest.template != spec.template);
+        // A latest revision that could not be loaded is stamped again, so applying (or
+        // redeploying) the same thing after repairing its file brings it back.
+        let latest_failed = current.as_ref().is_some_and(|c| c.failed.contains_key(&c.latest().revision));
+        let changed = latest_failed || history.first().is_none_or(|latest| latest.template != spec.template);
         let new_name = if changed {
             let name = spec
                 .template

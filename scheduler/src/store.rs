@@ -177,7 +177,8 @@ impl Store {
     /// Stores component bytes by hash, durably, before any revision refers to them.
     pub(crate) fn put_component(&self, hash: &str, bytes: &[u8]) -> Result<(), SchedulerError> {
         let path = self.component_path(hash);
-        if path.exists() {
+        // Same name, same content, unless the file was damaged: then it is replaced.
+        if std::fs::read(&path).is_ok_and(|existing| existing == bytes) {
             return Ok(());
         }
         let io = |error| SchedulerError::Io { path: path.clone(), error };

@@ -207,3 +207,82 @@ fn rabbitmq_trigger_survives_kill_9_without_losing_a_message() {
         channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
     });
 }
+
+#[test]
+fn a_rabbitmq_source_manifest_applied_with_its_service_becomes_a_delivering_trigger() {
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    let rt = runtime();
+    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    let queue = format!("wisp-cli-source-{}", std::process::id());
+    // `predeclared`: the source uses the queue as it is, so it exists first.
+    rt.block_on(async {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        channel.queue_declare(queue.as_str().into(), durable, FieldTable::default()).await.unwrap();
+    });
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &[]);
+    let pushed =
+        request("PUT", &format!("{}/v1/artifacts/events/v1", node.url), Some(&wisp_testkit::wasm("events")), &[]);
+    assert_eq!(pushed.status, 201, "{}", pushed.body);
+    // One apply: the sink Service and the source that names it (validated together).
+    let manifest = format!(
+        "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {{name: events}}
+spec:
+  template:
+    spec:
+      containers: [{{image: 'events:v1'}}]
+---
+apiVersion: sources.knative.dev/v1alpha1
+kind: RabbitmqSource
+metadata:
+  name: src
+  annotations: {{wisp.dev/rabbitmq-url: '{url}'}}
+spec:
+  rabbitmqResourcesConfig: {{queueName: {queue}, predeclared: true}}
+  delivery: {{retry: 2, backoffDelay: PT0.05S}}
+  sink:
+    ref: {{apiVersion: serving.knative.dev/v1, kind: Service, name: events}}
+"
+    );
+    let applied = node.post("/v1/apply", manifest.as_bytes());
+    assert_eq!(applied.status, 200, "{}", applied.body);
+    let results = applied.json()["results"].clone();
+    assert_eq!(results[0]["action"], "created");
+    assert_eq!((results[1]["kind"].as_str(), results[1]["action"].as_str()), (Some("RabbitmqSource"), Some("created")));
+    let src = trigger(&node, "src");
+    assert_eq!(src["function"], "events");
+    assert_eq!(src["delivery"]["retries"], 2);
+
+    let ids: Vec<String> = (0..50).map(|i| format!("s-{i}")).collect();
+    rt.block_on(async {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        for id in &ids {
+            let props = BasicProperties::default().with_message_id(id.as_str().into());
+            channel
+                .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), id.as_bytes(), props)
+                .await
+                .unwrap();
+        }
+        conn.close(200, "done".into()).await.unwrap();
+    });
+    wait_delivered(&node, "events", &ids, "the 50 messages delivered through the applied source");
+    // Applying the same manifest again changes nothing.
+    let again = node.post("/v1/apply", manifest.as_bytes()).json();
+    assert_eq!(
+        (again["results"][0]["action"].as_str(), again["results"][1]["action"].as_str()),
+        (Some("unchanged"), Some("unchanged"))
+    );
+    wisp_ok(&node, &["trigger", "rm", "src"]);
+    rt.block_on(async {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+    });
+}

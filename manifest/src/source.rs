@@ -270,7 +270,7 @@ fn rabbitmq(mut spec: Obj<'_>, md: &Metadata, errs: &mut FieldErrors) -> Read {
         && !u.starts_with("amqp://")
     {
         errs.invalid_details(
-            redact(u),
+            wisp_triggers::redact_url(u),
             &url_path,
             "must be an amqp://user:pass@host:port/vhost URL (amqps is not supported)",
         );
@@ -384,20 +384,6 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `amqp://user:secret@host/` -> `amqp://user:***@host/`: errors never echo a password.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
-    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_string() };
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-    let mut out = format!("{scheme}://{user}:***@{host}");
-    if let Some(p) = path {
-        out.push('/');
-        out.push_str(p);
-    }
-    out
 }
 
 /// `spec.delivery`, read.

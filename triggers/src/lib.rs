@@ -21,7 +21,7 @@ pub use dispatch::{Delivery, Dispatcher, Failure};
 pub use event::Event;
 pub use invocations::{CallbackView, InvocationError, InvocationState, InvocationView, Invocations, InvocationsConfig};
 pub use manager::{TriggerError, TriggerView, Triggers, TriggersConfig};
-pub use spec::{InitialOffset, KafkaSpec, Ordering, RabbitmqSpec, SourceSpec, TriggerSpec};
+pub use spec::{InitialOffset, KafkaSpec, Ordering, RabbitmqSpec, SourceSpec, TriggerSpec, redact_url};
 pub use status::{PartitionLag, State, TriggerStats, TriggerStatus};
 
 use std::sync::Arc;

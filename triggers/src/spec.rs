@@ -221,7 +221,7 @@ impl TriggerSpec {
 }
 
 /// `amqp://user:secret@host/` -> `amqp://user:***@host/`.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
     let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_string() };

@@ -283,8 +283,11 @@ impl Scheduler {
             live.insert(stored.revision, Arc::new(self.start_revision(stored, compiled, &state)));
         }
         let failed = current.as_ref().map(|c| c.failed.clone()).unwrap_or_default();
-        let service = self.assemble(spec, state, history, &live, failed).await;
+        let mut service = self.assemble(spec, state, history, &live, failed).await;
         let collected = self.collect_garbage(&service).await;
+        if let Ok(deleted) = &collected {
+            service.history.retain(|r| !deleted.contains(&r.revision));
+        }
         let service = Arc::new(service);
         let replaced = self.inner.services.write().unwrap().insert(id.clone(), service.clone());
         // Revisions no longer loaded release their idle instances now; in-flight requests keep
@@ -303,7 +306,8 @@ impl Scheduler {
 
     /// Deletes the oldest unrouted revisions beyond the retention count (and their component
     /// files when nothing else uses them).
-    async fn collect_garbage(&self, service: &Service) -> Result<(), SchedulerError> {
+    /// Returns the revisions deleted.
+    async fn collect_garbage(&self, service: &Service) -> Result<Vec<u64>, SchedulerError> {
         let keep = wanted_revisions(&service.spec, &service.history);
         let doomed: Vec<u64> = service
             .history
@@ -313,7 +317,7 @@ impl Scheduler {
             .map(|r| r.revision)
             .collect();
         if doomed.is_empty() {
-            return Ok(());
+            return Ok(doomed);
         }
         let inner = self.inner.clone();
         let id = service.state.name.to_string();
@@ -323,7 +327,7 @@ impl Scheduler {
                 inner.store.remove_component(&sha256);
                 inner.runtime.forget(&sha256);
             }
-            Ok::<_, SchedulerError>(())
+            Ok::<_, SchedulerError>(doomed)
         })
         .await?
     }

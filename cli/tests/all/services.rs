@@ -526,3 +526,29 @@ fn a_restart_keeps_services_revisions_splits_and_tags() {
     assert_eq!(served_by(&node.get("/fn/team-a/keep")), "echo");
     node.stop();
 }
+
+#[test]
+fn unrouted_revisions_are_unloaded_and_the_oldest_beyond_the_retention_deleted() {
+    let dir = tempdir();
+    let node = Node::start(dir.path(), &["--revision-retention", "1"]);
+    push(&node, "hello:v1", "hello");
+    let mut m = service("gc", "hello:v1");
+    for i in 0..4 {
+        m["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "N", "value": i.to_string()}]);
+        apply(&node, &m);
+    }
+    // The latest (routed) plus one unrouted revision are kept; the two oldest are gone.
+    assert_eq!(revision_names(&get_service(&node, "default", "gc")), ["gc-00004", "gc-00003"]);
+    // Nothing routes to gc-00003: it holds no instances.
+    let view = get_service(&node, "default", "gc");
+    assert_eq!(view["revisions"][1]["scaling"]["ready_instances"], 0, "{view}");
+    // A revision traffic names is never collected: pin gc-00003, stamp two more.
+    m["spec"]["traffic"] = json!([{"revisionName": "gc-00003", "percent": 100}]);
+    for i in 4..6 {
+        m["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "N", "value": i.to_string()}]);
+        apply(&node, &m);
+    }
+    assert_eq!(revision_names(&get_service(&node, "default", "gc")), ["gc-00006", "gc-00005", "gc-00003"]);
+    assert_eq!(node.get("/fn/gc").status, 200);
+    node.stop();
+}

@@ -137,7 +137,7 @@ fn kafka_trigger_from_the_cli_survives_kill_9_and_a_broker_outage() {
     // Replayed: what was in flight (one per partition, ordered) plus what finished in the last
     // commit window (20 ms) before the kill; far below the 2,500.
     assert!(duplicates < 500, "{duplicates} duplicates");
-    node.wait_for(Duration::from_secs(30), "lag back to 0", |n| {
+    node.wait_for(Duration::from_secs(90), "lag back to 0", |n| {
         trigger(n, "orders")["status"]["lag"].as_array().is_some_and(|l| l.iter().all(|p| p["lag"] == 0))
     });
 
@@ -174,6 +174,9 @@ fn rabbitmq_trigger_survives_kill_9_without_losing_a_message() {
     );
     let describe = wisp_ok(&node, &["trigger", "describe", "q"]);
     assert!(describe.contains("guest:***@"), "the password is not shown: {describe}");
+    // The consumer declares the queue once it is connected; published before that, messages to
+    // a queue that does not exist yet would be dropped by the broker.
+    node.wait_for(Duration::from_secs(60), "the consumer running", |n| trigger(n, "q")["status"]["state"] == "running");
 
     let ids: Vec<String> = (0..5000).map(|i| format!("m-{i}")).collect();
     rt.block_on(async {

@@ -61,7 +61,11 @@ pub struct Windows {
     span: u64,
     /// Buckets per slot: 1 unless the stable window is longer than `MAX_SLOTS` buckets.
     per_slot: u64,
+    /// Allocated by the first record and freed by [`Windows::reset`]: an idle revision at zero
+    /// holds none (tens of thousands of functions fit).
     slots: Vec<Option<Slot>>,
+    /// The ring's length once allocated.
+    len: usize,
     /// The bucket where the current run of observation began: averages cover no time before
     /// it, so a revision seen for 3 s is not diluted by 57 s it was never measured for.
     first: Option<u64>,
@@ -81,7 +85,21 @@ impl Windows {
         let per_slot = span.div_ceil(MAX_SLOTS);
         // Coarse slots need one more: a window not aligned to slots touches one extra slot.
         let len = span.div_ceil(per_slot) + u64::from(per_slot > 1);
-        Self { bucket, span, per_slot, slots: vec![None; len as usize], first: None, last: None, last_traffic: None }
+        Self {
+            bucket,
+            span,
+            per_slot,
+            slots: Vec::new(),
+            len: len as usize,
+            first: None,
+            last: None,
+            last_traffic: None,
+        }
+    }
+
+    /// Forgets every record and frees the ring (a revision idle at zero has nothing to average).
+    pub fn reset(&mut self) {
+        *self = Self { slots: Vec::new(), first: None, last: None, last_traffic: None, ..*self };
     }
 
     /// The bucket size.
@@ -100,6 +118,9 @@ impl Windows {
     /// the first and adds its requests: one source must not double its load. Records older
     /// than the stable window are ignored; negative or non-finite concurrency counts as 0.
     pub fn record(&mut self, now: Duration, concurrency: f64, requests: u64) {
+        if self.slots.is_empty() {
+            self.slots = vec![None; self.len];
+        }
         let concurrency = if concurrency.is_finite() && concurrency > 0.0 { concurrency } else { 0.0 };
         let at = self.index(now);
         match (self.first, self.last) {

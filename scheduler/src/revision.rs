@@ -139,7 +139,7 @@ impl Revision {
             scaler: Mutex::new(Scaler {
                 windows,
                 decider,
-                last: Decision::default(),
+                last: Decision { desired: initial, ..Decision::default() },
                 stable: Averages::default(),
                 panic: Averages::default(),
                 last_tick: now,
@@ -205,8 +205,9 @@ impl Revision {
         let elapsed = now.saturating_duration_since(scaler.last_tick).as_secs_f64();
         scaler.last_tick = now;
         if requests == 0 && concurrency == 0.0 && self.replicas() == 0 {
-            // At zero and idle: nothing to decide (a request pokes), so ten thousand idle
-            // functions cost the tick next to nothing.
+            // At zero and idle: nothing to decide (a request pokes) and nothing worth keeping,
+            // so ten thousand idle functions cost the tick, and memory, next to nothing.
+            scaler.windows.reset();
             return;
         }
         let average = if elapsed > 0.0 { concurrency / elapsed } else { 0.0 };

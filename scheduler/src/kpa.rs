@@ -29,10 +29,11 @@ impl Averages {
     }
 }
 
-/// Most ring slots one [`Windows`] keeps: an hour of 1 s buckets (Knative's longest stable
-/// window) stays exact; a longer window (Wisp allows idle timeouts of days) is kept in coarser
-/// slots so memory stays bounded per revision.
-const MAX_SLOTS: u64 = 3600;
+/// Most ring slots one [`Windows`] keeps (about 7 KiB): two minutes of 1 s buckets stay exact
+/// (the default 60 s window needs 60); a longer window is kept in coarser slots, so a revision
+/// with a one-hour window does not hold a 3,600-slot ring (density: thousands of warm
+/// functions). Coarse slots delay the panic side's view of a step for such revisions.
+const MAX_SLOTS: u64 = 120;
 
 /// One ring slot: the records of `per_slot` consecutive buckets.
 #[derive(Debug, Clone, Copy)]
@@ -665,22 +666,27 @@ mod tests {
 
     #[test]
     fn long_windows_use_coarse_slots_without_dropping_traffic() {
-        // Two hours of 1 s buckets: 2 s slots, memory bounded.
+        // Two hours of 1 s buckets: 60 s slots, memory bounded.
         let mut w = Windows::new(secs(1), secs(7200));
-        assert!(w.slots.len() as u64 <= MAX_SLOTS + 1, "{} slots", w.slots.len());
         for t in 0..7200 {
             w.record(secs(t), 1.0, 1);
         }
+        assert!(w.slots.len() as u64 <= MAX_SLOTS + 1, "{} slots", w.slots.len());
         assert_eq!(w.average(secs(7199), secs(7200)), Averages { concurrency: 1.0, rps: 1.0 });
         assert_eq!(w.average(secs(7199), secs(10)), Averages { concurrency: 1.0, rps: 1.0 });
         let mut w = Windows::new(secs(1), secs(7200));
+        let slot = w.per_slot;
         w.record(secs(0), 5.0, 1);
-        for t in 1..=7201 {
+        for t in 1..=7199 {
             w.record(secs(t), 0.0, 0);
         }
-        // Rounded out to whole slots, a window never reads 0 while traffic is inside it.
+        // Rounded out to whole slots, a window never reads 0 while traffic is inside it; it
+        // reads 0 once the traffic's whole slot has left the window.
         assert!(w.average(secs(7199), secs(7200)).concurrency > 0.0);
-        assert_eq!(w.average(secs(7201), secs(7200)), Averages::default());
+        for t in 7200..=7200 + slot {
+            w.record(secs(t), 0.0, 0);
+        }
+        assert_eq!(w.average(secs(7200 + slot), secs(7200)), Averages::default());
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The workload seam: what the scheduler needs of a live revision, whatever runs it.
 
 use bytes::Bytes;
-use std::time::Duration;
 
 use crate::InvokeError;
 
@@ -33,8 +32,6 @@ pub struct WorkloadStats {
     pub invocations: u64,
     /// Invocations that found nothing ready and started an instance themselves.
     pub cold_starts: u64,
-    /// Time since the last request started (or since the workload started, if none has).
-    pub idle_for: Duration,
 }
 
 /// One live revision: a pool of Wasm instances now, container replicas next. Callers hold a

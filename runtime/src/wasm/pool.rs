@@ -7,7 +7,7 @@ use super::host::{DenyOutbound, Host, LogStream, MemoryMeter};
 use crate::{InvokeError, Limits, LogBuffer, WorkloadStats};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Notify;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
@@ -49,9 +49,6 @@ pub(crate) struct PoolInner {
     peak_in_flight: AtomicUsize,
     pub(crate) invocations: AtomicU64,
     pub(crate) cold_starts: AtomicU64,
-    started: Instant,
-    /// Milliseconds after `started` when the last request arrived.
-    last_request_ms: AtomicU64,
 }
 
 /// An instance created ahead of its request.
@@ -85,8 +82,6 @@ impl InstancePool {
             peak_in_flight: AtomicUsize::new(0),
             invocations: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
-            started: Instant::now(),
-            last_request_ms: AtomicU64::new(0),
         });
         tokio::spawn(refill_loop(Arc::downgrade(&inner), refill));
         Self { inner }
@@ -96,7 +91,6 @@ impl InstancePool {
 impl PoolInner {
     /// A snapshot for the scheduler.
     pub(crate) fn stats(&self) -> WorkloadStats {
-        let last = Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
         let in_flight = self.in_flight.load(Ordering::Relaxed);
         WorkloadStats {
             ready: self.ready.lock().unwrap().len(),
@@ -105,7 +99,6 @@ impl PoolInner {
             peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed).max(in_flight),
             invocations: self.invocations.load(Ordering::Relaxed),
             cold_starts: self.cold_starts.load(Ordering::Relaxed),
-            idle_for: self.started.elapsed().saturating_sub(last),
         }
     }
 
@@ -132,7 +125,6 @@ impl PoolInner {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
         self.invocations.fetch_add(1, Ordering::Relaxed);
-        self.last_request_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         InFlight(self)
     }
 

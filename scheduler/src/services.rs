@@ -158,17 +158,20 @@ impl Scheduler {
         .await?
     }
 
-    /// Validates and compiles component bytes, and stores them durably by hash.
-    async fn put_component(&self, bytes: Bytes) -> Result<Artifact, SchedulerError> {
+    /// Validates and compiles component bytes, and stores them durably by hash. The compiled
+    /// component is returned so a caller about to apply it can hold it: the runtime keeps
+    /// compiled code weakly, and dropping it here would make the apply load it again.
+    async fn put_component(&self, bytes: Bytes) -> Result<(Artifact, Compiled), SchedulerError> {
         let hash = hex::encode(Sha256::digest(&bytes));
         let inner = self.inner.clone();
         let artifact = Artifact::Wasm { sha256: hash.clone(), bytes: bytes.len() as u64 };
-        tokio::task::spawn_blocking(move || {
-            inner.runtime.compile(&hash, &bytes)?;
-            inner.store.put_component(&hash, &bytes)
+        let compiled = tokio::task::spawn_blocking(move || {
+            let compiled = inner.runtime.compile(&hash, &bytes)?;
+            inner.store.put_component(&hash, &bytes)?;
+            Ok::<_, SchedulerError>(compiled)
         })
         .await??;
-        Ok(artifact)
+        Ok((artifact, compiled))
     }
 
     /// Applies a service: a template change stamps a new revision (`<name>-00002`, or the
@@ -352,7 +355,7 @@ impl Scheduler {
         let previous = current.map(|c| c.latest().settings.clone()).unwrap_or_default();
         let settings = previous.with_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         self.inner.runtime.check_limits(&settings.limits())?;
-        let artifact = self.put_component(bytes).await?;
+        let (artifact, _held_through_apply) = self.put_component(bytes).await?;
         spec.template = Template { image: artifact.digest(), settings, ..Template::default() };
         self.apply(spec, false).await?;
         self.describe(id).await
@@ -373,7 +376,7 @@ impl Scheduler {
                 ),
             });
         }
-        let artifact = self.put_component(bytes).await?;
+        let (artifact, _) = self.put_component(bytes).await?;
         let pushed = ArtifactRef { name: name.into(), tag: tag.into(), artifact, created_at_ms: now_ms() };
         let (inner, stored) = (self.inner.clone(), pushed.clone());
         tokio::task::spawn_blocking(move || inner.store.put_artifact(&stored)).await??;
@@ -416,11 +419,12 @@ impl Scheduler {
             )));
         }
         let (name, tag) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((image, "latest"));
-        let artifacts = tokio::task::spawn_blocking(move || inner.store.artifacts())
+        let (owned_name, owned_tag) = (name.to_string(), tag.to_string());
+        let found = tokio::task::spawn_blocking(move || inner.store.artifact(&owned_name, &owned_tag))
             .await
             .map_err(|e| Missing::Other(e.into()))?
             .map_err(Missing::Other)?;
-        artifacts.into_iter().find(|a| a.name == name && a.tag == tag).map(|a| a.artifact).ok_or_else(|| {
+        found.ok_or_else(|| {
             unresolvable(format!("image {image:?} not found: push a component with `wisp push FILE {name}:{tag}`"))
         })
     }

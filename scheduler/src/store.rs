@@ -290,6 +290,18 @@ impl Store {
         Ok(())
     }
 
+    /// What `name:tag` points at, if pushed.
+    pub(crate) fn artifact(&self, name: &str, tag: &str) -> Result<Option<Artifact>, SchedulerError> {
+        let conn = self.conn();
+        let row: Option<(String, String, u64)> = conn
+            .prepare_cached(
+                "SELECT artifact_kind, artifact_digest, artifact_bytes FROM artifacts WHERE name = ?1 AND tag = ?2",
+            )?
+            .query_row(params![name, tag], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        row.map(|(kind, digest, bytes)| artifact_from(kind, digest, bytes)).transpose()
+    }
+
     /// Every pushed artifact, by name and tag.
     pub(crate) fn artifacts(&self) -> Result<Vec<ArtifactRef>, SchedulerError> {
         let conn = self.conn();

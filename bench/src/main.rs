@@ -213,15 +213,7 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let plan = Plan::new(&args);
     let repo = wisp_testkit::repo_root();
-    let wisp_bin = args.wisp_bin.clone().unwrap_or_else(|| {
-        let sibling = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("wisp")));
-        sibling.filter(|p| p.exists()).unwrap_or_else(|| repo.join("target/release/wisp"))
-    });
-    anyhow::ensure!(
-        wisp_bin.exists(),
-        "no wisp binary at {} (cargo build --release, or --wisp-bin)",
-        wisp_bin.display()
-    );
+    let wisp_bin = wisp_testkit::bench_wisp_bin(args.wisp_bin.clone())?;
     let wasmtime_bin = args.wasmtime_bin.clone().unwrap_or_else(|| {
         let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
         let cache = std::env::var_os("WISP_BENCH_CACHE").map_or_else(|| home.join(".cache/wisp-bench"), PathBuf::from);

@@ -36,6 +36,21 @@ pub fn functions_dir() -> &'static Path {
     })
 }
 
+/// The `wisp` binary a bench drives: `explicit` (its `--wisp-bin`), else the one next to the
+/// running executable (same profile), else target/release/wisp. An error says how to build it.
+pub fn bench_wisp_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let bin = explicit.unwrap_or_else(|| {
+        let sibling = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("wisp")));
+        sibling.filter(|p| p.exists()).unwrap_or_else(|| repo_root().join("target/release/wisp"))
+    });
+    anyhow::ensure!(
+        bin.exists(),
+        "no wisp binary at {} (cargo build --release -p wisp-cli, or --wisp-bin)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 /// Path of a guest component, e.g. `wasm_path("hello")`.
 pub fn wasm_path(name: &str) -> PathBuf {
     functions_dir().join(format!("{name}.wasm"))

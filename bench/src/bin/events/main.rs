@@ -206,15 +206,7 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let plan = Plan::new(&args)?;
     let repo = wisp_testkit::repo_root();
-    let wisp_bin = args.wisp_bin.clone().unwrap_or_else(|| {
-        let sibling = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("wisp")));
-        sibling.filter(|p| p.exists()).unwrap_or_else(|| repo.join("target/release/wisp"))
-    });
-    anyhow::ensure!(
-        wisp_bin.exists(),
-        "no wisp binary at {} (cargo build --release -p wisp-cli, or --wisp-bin)",
-        wisp_bin.display()
-    );
+    let wisp_bin = wisp_testkit::bench_wisp_bin(args.wisp_bin.clone())?;
     let wasm_path = args.wasm.clone().unwrap_or_else(|| wisp_testkit::wasm_path("events"));
     let wasm = std::fs::read(&wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
     std::fs::create_dir_all(args.out.join("logs")).with_context(|| format!("creating {}", args.out.display()))?;

@@ -237,15 +237,7 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let plan = Plan::new(&args)?;
     let repo = wisp_testkit::repo_root();
-    let wisp_bin = args.wisp_bin.clone().unwrap_or_else(|| {
-        let sibling = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("wisp")));
-        sibling.filter(|p| p.exists()).unwrap_or_else(|| repo.join("target/release/wisp"))
-    });
-    anyhow::ensure!(
-        wisp_bin.exists(),
-        "no wisp binary at {} (cargo build --release -p wisp-cli, or --wisp-bin)",
-        wisp_bin.display()
-    );
+    let wisp_bin = wisp_testkit::bench_wisp_bin(args.wisp_bin.clone())?;
     let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
     let misbehave_path = args.misbehave.clone().unwrap_or_else(|| wisp_testkit::wasm_path("misbehave"));
     let hello_path = args.hello.clone().unwrap_or_else(|| wisp_testkit::wasm_path("hello"));

@@ -1,16 +1,19 @@
-//! The node's usage ledger: exactly one record per invocation, in its own SQLite file
-//! (`DATA_DIR/ledger.db`, WAL) with versioned migrations and hourly rollups for billing.
+//! The node's usage ledger: exactly one record per invocation (with the runtime that ran it,
+//! WebAssembly or container), and one per replica lifetime for replicas billed for the time they
+//! stay up, in its own SQLite file (`DATA_DIR/ledger.db`, WAL) with versioned migrations and
+//! hourly rollups for billing.
 //!
-//! Invocations hand records to a bounded queue ([`Ledger::record`] never blocks; a full queue
-//! drops the record and counts it). One writer thread commits them in batches, raw rows and
-//! their hourly rollups in the same transaction, and retries a batch that fails instead of
-//! dropping it. With [`Durability::Batched`] (the default) records are committed every batch
-//! window with `synchronous=NORMAL`: a crash of the process loses nothing committed, a power
-//! loss can lose the last window. With [`Durability::Sync`] the caller can wait until its record
-//! is committed with `synchronous=FULL`.
+//! Invocations hand records to a bounded queue ([`Ledger::record`], and [`Ledger::record_replica`]
+//! when a replica stops, never block; a full queue drops the record and counts it). One writer
+//! thread commits them in batches, raw rows and their hourly rollups in the same transaction, and
+//! retries a batch that fails instead of dropping it. With [`Durability::Batched`] (the default)
+//! records are committed every batch window with `synchronous=NORMAL`: a crash of the process loses
+//! nothing committed, a power loss can lose the last window. With [`Durability::Sync`] the caller
+//! can wait until its record is committed with `synchronous=FULL`.
 //!
-//! Reports ([`Ledger::report`]) read the rollups for totals and the raw table for the newest
-//! records, on a blocking thread with a connection of their own.
+//! Reports ([`Ledger::report`]) read the rollups for totals (by source and by runtime), sum the
+//! replica lifetimes per function off an index, and read the raw table for the newest records,
+//! on a blocking thread with a connection of their own.
 //!
 //! Shutdown: stop ingress, drain in-flight invocations, then [`Ledger::close`].
 
@@ -19,7 +22,7 @@ mod report;
 mod schema;
 mod writer;
 
-pub use record::{Origin, Outcome, Source, UsageRecord};
+pub use record::{Origin, Outcome, ReplicaUsage, Runtime, Source, UsageRecord};
 pub use report::{StoredUsage, UsageQuery, UsageReport, UsageSummary};
 
 use rusqlite::Connection;
@@ -99,7 +102,7 @@ pub struct LedgerStats {
     pub queue_depth: usize,
     /// The queue's capacity.
     pub queue_capacity: usize,
-    /// Records committed since open.
+    /// Records (invocations and replica lifetimes) committed since open.
     pub written_total: u64,
     /// Records dropped because the queue was full or the ledger closed (billing lost them).
     pub dropped_total: u64,
@@ -219,6 +222,18 @@ impl Ledger {
     /// If the queue is full, or the ledger closed, the record is dropped and counted (and
     /// logged, at most once a second), and the future resolves at once.
     pub fn record(&self, record: UsageRecord) -> Committed {
+        self.enqueue(record, Msg::Record)
+    }
+
+    /// Queues one replica's lifetime, once the replica has stopped: through the same queue and
+    /// writer as [`Ledger::record`], with the same durability, and dropped and counted the same
+    /// way when the queue is full or the ledger closed.
+    pub fn record_replica(&self, usage: ReplicaUsage) -> Committed {
+        self.enqueue(usage, Msg::Replica)
+    }
+
+    /// The body of [`Ledger::record`] and [`Ledger::record_replica`].
+    fn enqueue<T>(&self, item: T, make: fn(T, Option<oneshot::Sender<()>>) -> Msg) -> Committed {
         let inner = &*self.inner;
         let shared = &*inner.shared;
         // Raised before the check of `closed`: the writer's last drain waits for `depth` to
@@ -236,7 +251,7 @@ impl Ledger {
                 (Some(tx), Committed(Some(rx)))
             }
         };
-        let why = match inner.tx.try_send(Msg::Record(record, ack)) {
+        let why = match inner.tx.try_send(make(item, ack)) {
             Ok(()) => return committed,
             Err(TrySendError::Full(_)) => "the queue is full",
             Err(TrySendError::Disconnected(_)) => "the writer has stopped",
@@ -310,9 +325,10 @@ impl Ledger {
             .await;
     }
 
-    /// Totals per function (from the hourly rollups) and the newest records. Runs SQLite on a
-    /// blocking thread with a read connection of its own, never on the async worker. Does not
-    /// flush: call [`Ledger::flush`] first to include records still queued. Works after close.
+    /// Totals per function (from the hourly rollups, and replica time summed off an index) and
+    /// the newest records. Runs SQLite on a blocking thread with a read connection of its own,
+    /// never on the async worker. Does not flush: call [`Ledger::flush`] first to include records
+    /// still queued. Works after close.
     pub async fn report(&self, query: UsageQuery) -> Result<UsageReport, LedgerError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {

@@ -1,4 +1,5 @@
-//! What the ledger stores: one record per invocation, and its vocabulary (outcomes, sources).
+//! What the ledger stores: one record per invocation, one per replica lifetime, and their
+//! vocabulary (outcomes, sources, runtimes).
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
@@ -78,6 +79,24 @@ impl Default for Source {
     }
 }
 
+names! {
+    /// What ran an invocation. Serialized lowercase: `wasm`, `container`.
+    pub enum Runtime {
+        /// A WebAssembly component.
+        Wasm => "wasm",
+        /// An OCI image run by crun.
+        Container => "container",
+    }
+}
+
+impl Default for Runtime {
+    /// Rows from before container functions existed were all WebAssembly (the column's
+    /// default too).
+    fn default() -> Self {
+        Runtime::Wasm
+    }
+}
+
 impl Outcome {
     /// Stored names this release does not know (a newer writer) read as a failure: `ok` is the
     /// only outcome billed as a success, so an unknown one must not count as one.
@@ -93,6 +112,13 @@ impl Source {
     }
 }
 
+impl Runtime {
+    /// Stored names this release does not know read as the default runtime.
+    pub(crate) fn parse_lenient(s: &str) -> Runtime {
+        Runtime::parse(&s.to_ascii_lowercase()).unwrap_or_default()
+    }
+}
+
 /// Report clients must not fail on a value a newer server added.
 pub(crate) fn lenient_outcome<'de, D: Deserializer<'de>>(d: D) -> Result<Outcome, D::Error> {
     Ok(Outcome::parse_lenient(&String::deserialize(d)?))
@@ -101,6 +127,11 @@ pub(crate) fn lenient_outcome<'de, D: Deserializer<'de>>(d: D) -> Result<Outcome
 /// Report clients must not fail on a value a newer server added.
 pub(crate) fn lenient_source<'de, D: Deserializer<'de>>(d: D) -> Result<Source, D::Error> {
     Ok(Source::parse_lenient(&String::deserialize(d)?))
+}
+
+/// Report clients must not fail on a value a newer server added.
+pub(crate) fn lenient_runtime<'de, D: Deserializer<'de>>(d: D) -> Result<Runtime, D::Error> {
+    Ok(Runtime::parse_lenient(&String::deserialize(d)?))
 }
 
 /// What triggered one invocation: its source, and for event sources the trigger and the event id.
@@ -149,6 +180,24 @@ pub struct UsageRecord {
     pub trigger: Option<Arc<str>>,
     /// The event's id: the CloudEvent id a trigger sent, or an async invocation's id.
     pub event_id: Option<Arc<str>>,
+    /// What ran it.
+    pub runtime: Runtime,
+}
+
+/// One replica's lifetime, for billing replicas that stay up between requests (container
+/// functions): written once, when the replica stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaUsage {
+    /// The function's name.
+    pub function: Arc<str>,
+    /// The revision the replica ran.
+    pub revision: u64,
+    /// The replica's id (the container id).
+    pub replica: Arc<str>,
+    /// Unix time in milliseconds when the replica started.
+    pub start_ms: u64,
+    /// Unix time in milliseconds when it stopped. An end before the start counts as no time.
+    pub end_ms: u64,
 }
 
 #[cfg(test)]
@@ -184,5 +233,22 @@ mod tests {
         assert_eq!(names, ["http", "kafka", "rabbitmq", "async"]);
         assert_eq!(Source::parse("grpc"), None);
         assert_eq!(Source::parse_lenient("grpc"), Source::Http);
+    }
+
+    #[test]
+    fn runtime_names_round_trip() {
+        for r in Runtime::ALL {
+            assert_eq!(Runtime::parse(r.as_str()), Some(r));
+            assert_eq!(r.to_string(), r.as_str());
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+            assert_eq!(serde_json::from_str::<Runtime>(&json).unwrap(), r);
+        }
+        let names: Vec<_> = Runtime::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ["wasm", "container"]);
+        assert_eq!(Runtime::default(), Runtime::Wasm);
+        assert_eq!(Runtime::parse("firecracker"), None);
+        assert_eq!(Runtime::parse_lenient("CONTAINER"), Runtime::Container);
+        assert_eq!(Runtime::parse_lenient("firecracker"), Runtime::Wasm);
     }
 }

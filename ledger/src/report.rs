@@ -1,10 +1,11 @@
 //! Usage reports: per-function totals from the hourly rollups (their cost grows with hours ×
-//! functions, not with invocations) and the newest raw records. The JSON keeps the field names
-//! of the reports before the ledger had its own crate; every struct reads with defaults so
-//! clients tolerate fields added or removed later.
+//! functions, not with invocations), replica time summed per function off a covering index (its
+//! cost grows with replica lifetimes, not invocations), and the newest raw records. The JSON keeps
+//! the field names of the reports before the ledger had its own crate; every struct reads with
+//! defaults so clients tolerate fields added or removed later.
 
-use crate::record::{lenient_outcome, lenient_source};
-use crate::{Outcome, Source};
+use crate::record::{lenient_outcome, lenient_runtime, lenient_source};
+use crate::{Outcome, Runtime, Source};
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -50,6 +51,11 @@ pub struct UsageSummary {
     /// Invocations by source name (`http`, `kafka`, ...). Keys are strings so a client reads
     /// sources newer than itself.
     pub by_source: BTreeMap<String, u64>,
+    /// Invocations by runtime name (`wasm`, `container`). Keys are strings so a client reads
+    /// runtimes newer than itself.
+    pub by_runtime: BTreeMap<String, u64>,
+    /// Replica lifetimes summed (stop minus start of each stopped replica), milliseconds.
+    pub replica_ms: u64,
 }
 
 /// One stored usage record.
@@ -88,6 +94,9 @@ pub struct StoredUsage {
     /// The event's id (CloudEvent id or async invocation id), for event sources.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+    /// What ran it (an unknown name reads as `wasm`, as does a record without one).
+    #[serde(deserialize_with = "lenient_runtime")]
+    pub runtime: Runtime,
 }
 
 impl Default for StoredUsage {
@@ -108,6 +117,7 @@ impl Default for StoredUsage {
             status: 0,
             trigger: None,
             event_id: None,
+            runtime: Runtime::Wasm,
         }
     }
 }
@@ -116,7 +126,7 @@ impl Default for StoredUsage {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UsageReport {
-    /// One entry per function with usage, ordered by function.
+    /// One entry per function with usage (invocations or replica time), ordered by function.
     pub summary: Vec<UsageSummary>,
     /// The newest records, newest first, at most `UsageQuery::limit`.
     pub records: Vec<StoredUsage>,
@@ -138,12 +148,23 @@ fn filter(function: Option<&str>) -> &'static str {
     if function.is_some() { "function = ?1" } else { "?1 IS NULL" }
 }
 
-/// Totals per function and source, from the rollups only (`?1`: function or NULL).
+/// Totals per function, source and runtime, from the rollups only (`?1`: function or NULL).
 fn summary_sql(filter: &str) -> String {
     format!(
-        "SELECT function, source, SUM(invocations), SUM(cold_starts), SUM(ok), SUM(failed), SUM(wall_us),
+        "SELECT function, source, runtime, SUM(invocations), SUM(cold_starts), SUM(ok), SUM(failed), SUM(wall_us),
                 SUM(request_bytes), SUM(response_bytes), MAX(peak_memory_bytes_max)
-         FROM usage_hourly WHERE {filter} GROUP BY function, source ORDER BY function, source"
+         FROM usage_hourly_v2 WHERE {filter}
+         GROUP BY function, source, runtime ORDER BY function, source, runtime"
+    )
+}
+
+/// Replica time per function (`?1`: function or NULL), off the covering index on
+/// (function, start_ms, end_ms): the table itself is never read. An end before its start
+/// counts as no time.
+fn replica_sql(filter: &str) -> String {
+    format!(
+        "SELECT function, SUM(MAX(end_ms - start_ms, 0))
+         FROM replica_usage WHERE {filter} GROUP BY function ORDER BY function"
     )
 }
 
@@ -151,7 +172,7 @@ fn summary_sql(filter: &str) -> String {
 fn records_sql(filter: &str) -> String {
     format!(
         "SELECT id, function, revision, source, start_ms, wall_us, cold, peak_memory_bytes, outcome,
-                request_bytes, response_bytes, status, trigger, event_id
+                request_bytes, response_bytes, status, trigger, event_id, runtime
          FROM usage WHERE {filter} ORDER BY id DESC LIMIT ?2"
     )
 }
@@ -170,17 +191,25 @@ pub(crate) fn report(conn: &mut Connection, query: &UsageQuery) -> rusqlite::Res
                 summary.push(UsageSummary { function, ..UsageSummary::default() });
             }
             let s = summary.last_mut().expect("pushed above");
-            let invocations = u64_at(r, 2)?;
+            let invocations = u64_at(r, 3)?;
             *s.by_source.entry(r.get(1)?).or_default() += invocations;
+            *s.by_runtime.entry(r.get(2)?).or_default() += invocations;
             s.invocations += invocations;
-            s.cold_starts += u64_at(r, 3)?;
-            s.ok += u64_at(r, 4)?;
-            s.failed += u64_at(r, 5)?;
-            s.wall_us_total = s.wall_us_total.saturating_add(u64_at(r, 6)?);
-            s.request_bytes = s.request_bytes.saturating_add(u64_at(r, 7)?);
-            s.response_bytes = s.response_bytes.saturating_add(u64_at(r, 8)?);
-            s.peak_memory_bytes_max = s.peak_memory_bytes_max.max(u64_at(r, 9)?);
+            s.cold_starts += u64_at(r, 4)?;
+            s.ok += u64_at(r, 5)?;
+            s.failed += u64_at(r, 6)?;
+            s.wall_us_total = s.wall_us_total.saturating_add(u64_at(r, 7)?);
+            s.request_bytes = s.request_bytes.saturating_add(u64_at(r, 8)?);
+            s.response_bytes = s.response_bytes.saturating_add(u64_at(r, 9)?);
+            s.peak_memory_bytes_max = s.peak_memory_bytes_max.max(u64_at(r, 10)?);
         }
+    }
+    let replicas: Vec<(String, u64)> = {
+        let mut stmt = tx.prepare_cached(&replica_sql(filter))?;
+        stmt.query_map(params![query.function], |r| Ok((r.get(0)?, u64_at(r, 1)?)))?.collect::<Result<_, _>>()?
+    };
+    if !replicas.is_empty() {
+        summary = merge_replicas(summary, replicas);
     }
     let records = {
         let mut stmt = tx.prepare_cached(&records_sql(filter))?;
@@ -200,12 +229,32 @@ pub(crate) fn report(conn: &mut Connection, query: &UsageQuery) -> rusqlite::Res
                 status: r.get(11)?,
                 trigger: r.get(12)?,
                 event_id: r.get(13)?,
+                runtime: Runtime::parse_lenient(&r.get::<_, String>(14)?),
             })
         })?
         .collect::<Result<_, _>>()?
     };
     tx.finish()?;
     Ok(UsageReport { summary, records })
+}
+
+/// Sets each function's replica time, adding the functions that have only replica time. Both
+/// lists are ordered by function (SQLite's BINARY order, which is `String`'s byte order), and
+/// so is the result.
+fn merge_replicas(summary: Vec<UsageSummary>, replicas: Vec<(String, u64)>) -> Vec<UsageSummary> {
+    let mut merged = Vec::with_capacity(summary.len() + replicas.len());
+    let mut invoked = summary.into_iter().peekable();
+    for (function, replica_ms) in replicas {
+        merged.extend(std::iter::from_fn(|| invoked.next_if(|s| s.function < function)));
+        let mut s = match invoked.next_if(|s| s.function == function) {
+            Some(s) => s,
+            None => UsageSummary { function, ..UsageSummary::default() },
+        };
+        s.replica_ms = replica_ms;
+        merged.push(s);
+    }
+    merged.extend(invoked);
+    merged
 }
 
 #[cfg(test)]
@@ -236,8 +285,13 @@ mod tests {
             let filter = filter(function);
             // Totals never touch the raw table, whatever its size.
             let summary = plan(&conn, &summary_sql(filter));
-            assert!(tables(&summary).iter().all(|t| *t == "usage_hourly"), "{summary:?}");
+            assert!(tables(&summary).iter().all(|t| *t == "usage_hourly_v2"), "{summary:?}");
             assert!(summary.iter().all(|step| !step.contains("TEMP B-TREE")), "{summary:?}");
+            // Replica time is summed off the covering index, in function order.
+            let replicas = plan(&conn, &replica_sql(filter));
+            assert!(tables(&replicas).iter().all(|t| *t == "replica_usage"), "{replicas:?}");
+            assert!(replicas.iter().all(|step| step.contains("COVERING INDEX replica_usage_function")), "{replicas:?}");
+            assert!(replicas.iter().all(|step| !step.contains("TEMP B-TREE")), "{replicas:?}");
             // Records come off an index in id order: no scan-and-sort of the raw table.
             let records = plan(&conn, &records_sql(filter));
             assert!(records.iter().all(|step| !step.contains("TEMP B-TREE")), "{records:?}");
@@ -245,5 +299,16 @@ mod tests {
                 assert!(records.iter().any(|step| step.contains("INDEX usage_function")), "{records:?}");
             }
         }
+    }
+
+    #[test]
+    fn replica_only_functions_are_merged_in_order() {
+        let invoked = |f: &str, n: u64| UsageSummary { function: f.into(), invocations: n, ..UsageSummary::default() };
+        let merged = merge_replicas(
+            vec![invoked("b", 1), invoked("d", 2)],
+            vec![("a".into(), 10), ("b".into(), 20), ("c".into(), 30), ("e".into(), 40)],
+        );
+        let got: Vec<_> = merged.iter().map(|s| (s.function.as_str(), s.invocations, s.replica_ms)).collect();
+        assert_eq!(got, [("a", 0, 10), ("b", 1, 20), ("c", 0, 30), ("d", 2, 0), ("e", 0, 40)]);
     }
 }

@@ -1,5 +1,9 @@
 //! `ledger.db`: its connections, its versioned migrations, and the one-time import of the usage
 //! rows that older releases kept in the registry's `wisp.db`.
+//!
+//! Tables (as of v4): `usage` (raw rows, one per invocation), `usage_hourly_v2` (their hourly
+//! rollups per function, revision, source and runtime, which summaries read), `replica_usage`
+//! (one row per replica lifetime) and `meta`.
 
 use crate::LedgerError;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -53,18 +57,63 @@ const MIGRATIONS: &[M<'static>] = &[
         "ALTER TABLE usage ADD COLUMN trigger TEXT;
          ALTER TABLE usage ADD COLUMN event_id TEXT;",
     ),
+    // v3: which runtime ran each invocation (container functions beside WebAssembly ones). Every
+    // row before it was WebAssembly. The rollups gain the runtime in their key: SQLite cannot
+    // change a primary key in place, so they move to `usage_hourly_v2`, the old rows under
+    // 'wasm' (totals unchanged), and `usage_hourly` is dropped.
+    M::up(
+        "ALTER TABLE usage ADD COLUMN runtime TEXT NOT NULL DEFAULT 'wasm';
+         CREATE TABLE usage_hourly_v2 (
+            hour_ms INTEGER NOT NULL,
+            function TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            runtime TEXT NOT NULL,
+            invocations INTEGER NOT NULL,
+            cold_starts INTEGER NOT NULL,
+            ok INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            wall_us INTEGER NOT NULL,
+            request_bytes INTEGER NOT NULL,
+            response_bytes INTEGER NOT NULL,
+            peak_memory_bytes_max INTEGER NOT NULL,
+            PRIMARY KEY (hour_ms, function, revision, source, runtime)
+         );
+         INSERT INTO usage_hourly_v2 (hour_ms, function, revision, source, runtime, invocations, cold_starts, ok,
+                                      failed, wall_us, request_bytes, response_bytes, peak_memory_bytes_max)
+         SELECT hour_ms, function, revision, source, 'wasm', invocations, cold_starts, ok, failed, wall_us,
+                request_bytes, response_bytes, peak_memory_bytes_max
+         FROM usage_hourly;
+         DROP TABLE usage_hourly;
+         -- Summaries group by (function, source, runtime): read in that order, no sort.
+         CREATE INDEX usage_hourly_v2_function ON usage_hourly_v2 (function, source, runtime);",
+    ),
+    // v4: one row per replica lifetime (replicas that stay up between requests are billed for
+    // the time they were up), written when the replica stops. Summaries sum the lifetimes per
+    // function off the covering index, never touching the table.
+    M::up(
+        "CREATE TABLE replica_usage (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            function TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            replica TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            end_ms INTEGER NOT NULL
+         );
+         CREATE INDEX replica_usage_function ON replica_usage (function, start_ms, end_ms);",
+    ),
 ];
 
-/// Adds the hourly rollups of the raw rows with `id > ?1` to `usage_hourly`, summing into the
+/// Adds the hourly rollups of the raw rows with `id > ?1` to `usage_hourly_v2`, summing into the
 /// rows that exist: run by the writer for each batch and once by the legacy import.
 pub(crate) const ROLLUP_FROM_RAW: &str = "
-    INSERT INTO usage_hourly (hour_ms, function, revision, source, invocations, cold_starts, ok, failed,
-                              wall_us, request_bytes, response_bytes, peak_memory_bytes_max)
-    SELECT start_ms / 3600000 * 3600000, function, revision, source, COUNT(*), SUM(cold != 0),
+    INSERT INTO usage_hourly_v2 (hour_ms, function, revision, source, runtime, invocations, cold_starts, ok, failed,
+                                 wall_us, request_bytes, response_bytes, peak_memory_bytes_max)
+    SELECT start_ms / 3600000 * 3600000, function, revision, source, runtime, COUNT(*), SUM(cold != 0),
            SUM(outcome = 'ok'), SUM(outcome != 'ok'), SUM(wall_us), SUM(request_bytes), SUM(response_bytes),
            MAX(peak_memory_bytes)
-    FROM usage WHERE id > ?1 GROUP BY 1, 2, 3, 4
-    ON CONFLICT (hour_ms, function, revision, source) DO UPDATE SET
+    FROM usage WHERE id > ?1 GROUP BY 1, 2, 3, 4, 5
+    ON CONFLICT (hour_ms, function, revision, source, runtime) DO UPDATE SET
         invocations = invocations + excluded.invocations,
         cold_starts = cold_starts + excluded.cold_starts,
         ok = ok + excluded.ok,
@@ -180,7 +229,8 @@ fn copy_legacy(conn: &mut Connection, registry_db: &Path) -> Result<u64, LedgerE
         let after: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM main.usage", [], |r| r.get(0))?;
         let first: Option<i64> = tx.query_row("SELECT MIN(id) FROM legacy.usage", [], |r| r.get(0))?;
         // Old ids are kept (they are what clients saw) unless the ledger already has rows in
-        // their range; then the rows are appended in their old order under new ids.
+        // their range; then the rows are appended in their old order under new ids. Those
+        // releases ran WebAssembly only: `runtime` takes its default, 'wasm'.
         let id = if first.is_none_or(|first| first > after) { "id" } else { "NULL" };
         let n = tx.execute(
             &format!(
@@ -201,4 +251,29 @@ fn copy_legacy(conn: &mut Connection, registry_db: &Path) -> Result<u64, LedgerE
     let imported = result?;
     detached?;
     Ok(imported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid_and_reach_the_latest_version() {
+        Migrations::from_slice(MIGRATIONS).validate().unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        // The rollups moved: the old table is gone, its index with it.
+        let old: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('usage_hourly', 'usage_hourly_function')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
+        // Running again is a no-op.
+        migrate(&mut conn).unwrap();
+    }
 }

@@ -1,17 +1,17 @@
 //! The writer thread: takes records off the bounded queue in batches and commits each batch
-//! (raw rows and their hourly rollups) in one transaction, retrying a failed batch until it
-//! lands. Flush, close and sync-durability acks are answered only after everything queued
-//! before them is committed.
+//! (raw rows, their hourly rollups, and replica lifetimes) in one transaction, retrying a failed
+//! batch until it lands. Flush, close and sync-durability acks are answered only after
+//! everything queued before them is committed.
 
 use crate::schema::ROLLUP_FROM_RAW;
-use crate::{Durability, Shared, UsageRecord};
+use crate::{Durability, ReplicaUsage, Shared, UsageRecord};
 use rusqlite::{Connection, TransactionBehavior, params};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// Records per transaction at most.
+/// Records (invocations and replica lifetimes) per transaction at most.
 const MAX_BATCH: usize = 4096;
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -19,6 +19,8 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub(crate) enum Msg {
     /// A record; with a sender when the caller waits until it is durable.
     Record(UsageRecord, Option<oneshot::Sender<()>>),
+    /// A replica's lifetime; with a sender when the caller waits until it is durable.
+    Replica(ReplicaUsage, Option<oneshot::Sender<()>>),
     /// Answer once everything queued before is committed.
     Flush(oneshot::Sender<()>),
     /// Commit everything queued before, answer, and exit.
@@ -29,16 +31,28 @@ pub(crate) enum Msg {
 #[derive(Default)]
 struct Batch {
     records: Vec<UsageRecord>,
+    replicas: Vec<ReplicaUsage>,
     acks: Vec<oneshot::Sender<()>>,
 }
 
 impl Batch {
+    /// Rows to write (invocations and replica lifetimes).
+    fn len(&self) -> usize {
+        self.records.len() + self.replicas.len()
+    }
+
     /// Takes one message off the queue; returns the close ack if it was `Close`.
     fn take(&mut self, msg: Msg, shared: &Shared) -> Option<oneshot::Sender<()>> {
         match msg {
             Msg::Record(record, ack) => {
                 shared.depth.fetch_sub(1, Ordering::SeqCst);
                 self.records.push(record);
+                self.acks.extend(ack);
+                None
+            }
+            Msg::Replica(replica, ack) => {
+                shared.depth.fetch_sub(1, Ordering::SeqCst);
+                self.replicas.push(replica);
                 self.acks.extend(ack);
                 None
             }
@@ -61,16 +75,17 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<Msg>, shared: &Shared) {
         // in recv is woken by every send, which cost a context switch per invocation. Not after
         // a full batch (more are waiting), and not in sync durability, where callers wait for
         // the commit: there, records that arrive during one commit share the next one.
-        if matches!(first, Msg::Record(..)) && shared.durability == Durability::Batched && !was_full {
+        let row = matches!(first, Msg::Record(..) | Msg::Replica(..));
+        if row && shared.durability == Durability::Batched && !was_full {
             std::thread::sleep(shared.batch_window);
         }
         let mut closing = batch.take(first, shared);
-        while closing.is_none() && batch.records.len() < MAX_BATCH {
+        while closing.is_none() && batch.len() < MAX_BATCH {
             let Ok(msg) = rx.try_recv() else { break };
             closing = batch.take(msg, shared);
         }
         shared.room.notify_waiters();
-        was_full = batch.records.len() >= MAX_BATCH;
+        was_full = batch.len() >= MAX_BATCH;
         commit_with_retry(&mut conn, &mut batch, shared);
         if let Some(ack) = closing {
             finish(&mut conn, rx, shared, batch, ack);
@@ -119,20 +134,21 @@ fn lower_priority() {
 /// Commits the batch, retrying with backoff until it lands: records are never dropped on a
 /// write error. Then answers everyone waiting for it and empties it.
 fn commit_with_retry(conn: &mut Connection, batch: &mut Batch, shared: &Shared) {
-    if !batch.records.is_empty() {
+    let rows = batch.len();
+    if rows > 0 {
         let mut delay = RETRY_FIRST;
-        while let Err(e) = commit(conn, &batch.records) {
+        while let Err(e) = commit(conn, &batch.records, &batch.replicas) {
             let errors = shared.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::error!(
                 write_errors_total = errors,
-                "usage ledger: writing {} records failed, retrying in {delay:?}: {e}",
-                batch.records.len()
+                "usage ledger: writing {rows} records failed, retrying in {delay:?}: {e}"
             );
             std::thread::sleep(delay);
             delay = (delay * 2).min(RETRY_MAX);
         }
-        shared.written.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+        shared.written.fetch_add(rows as u64, Ordering::Relaxed);
         batch.records.clear();
+        batch.replicas.clear();
     }
     for ack in batch.acks.drain(..) {
         let _ = ack.send(());
@@ -145,16 +161,16 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn commit(conn: &mut Connection, records: &[UsageRecord]) -> rusqlite::Result<()> {
+fn commit(conn: &mut Connection, records: &[UsageRecord], replicas: &[ReplicaUsage]) -> rusqlite::Result<()> {
     // IMMEDIATE: take the write lock up front (and wait busy_timeout for it), rather than fail
     // mid-transaction when another connection wrote in between.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
+    if !records.is_empty() {
         let before: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM usage", [], |r| r.get(0))?;
         let mut insert = tx.prepare_cached(
             "INSERT INTO usage (function, revision, source, start_ms, wall_us, cold, peak_memory_bytes, outcome,
-                                request_bytes, response_bytes, status, trigger, event_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                request_bytes, response_bytes, status, trigger, event_id, runtime)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
         for r in records {
             insert.execute(params![
@@ -171,10 +187,19 @@ fn commit(conn: &mut Connection, records: &[UsageRecord]) -> rusqlite::Result<()
                 r.status,
                 r.trigger.as_deref(),
                 r.event_id.as_deref(),
+                r.runtime.as_str(),
             ])?;
         }
         // The batch's hourly rollups, in the same transaction: reports never scan raw rows.
         tx.prepare_cached(ROLLUP_FROM_RAW)?.execute([before])?;
+    }
+    if !replicas.is_empty() {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO replica_usage (function, revision, replica, start_ms, end_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for r in replicas {
+            insert.execute(params![&*r.function, int(r.revision), &*r.replica, int(r.start_ms), int(r.end_ms)])?;
+        }
     }
     tx.commit()
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use wisp_ledger::{
-    Durability, Ledger, LedgerConfig, Outcome, Source, StoredUsage, UsageQuery, UsageRecord, UsageReport, UsageSummary,
+    Durability, Ledger, LedgerConfig, Outcome, ReplicaUsage, Runtime, Source, StoredUsage, UsageQuery, UsageRecord,
+    UsageReport, UsageSummary,
 };
 
 const HOUR_MS: u64 = 3_600_000;
@@ -65,7 +66,12 @@ fn record(function: &str, source: Source, start_ms: u64, outcome: Outcome, n: u6
         status: if outcome == Outcome::Ok { 200 } else { 0 },
         trigger: None,
         event_id: None,
+        runtime: Runtime::Wasm,
     }
+}
+
+fn replica(function: &str, replica: &str, start_ms: u64, end_ms: u64) -> ReplicaUsage {
+    ReplicaUsage { function: Arc::from(function), revision: 1, replica: Arc::from(replica), start_ms, end_ms }
 }
 
 /// The summary computed the slow way, from the records themselves.
@@ -87,6 +93,7 @@ fn expected_summary(records: &[UsageRecord]) -> Vec<UsageSummary> {
         s.response_bytes += r.response_bytes;
         s.peak_memory_bytes_max = s.peak_memory_bytes_max.max(r.peak_memory_bytes);
         *s.by_source.entry(r.source.as_str().to_string()).or_default() += 1;
+        *s.by_runtime.entry(r.runtime.as_str().to_string()).or_default() += 1;
     }
     by_function.into_values().collect()
 }
@@ -225,8 +232,9 @@ async fn summary_equals_brute_force_over_raw_rows() {
         for n in 0..400u64 {
             let i = batch * 400 + n;
             let start = T0 + (i % 2) * HOUR_MS + i * 37 % (HOUR_MS / 2);
-            let r =
+            let mut r =
                 record(functions[i as usize % 3], Source::ALL[i as usize % 4], start, Outcome::ALL[i as usize % 7], i);
+            r.runtime = Runtime::ALL[i as usize % 5 % 2];
             ledger.record(r.clone()).await;
             sent.push(r);
         }
@@ -244,15 +252,15 @@ async fn summary_equals_brute_force_over_raw_rows() {
         stmt.query_map([], |r| (0..n).map(|i| r.get::<_, i64>(i)).collect()).unwrap().map(Result::unwrap).collect()
     };
     let rollups = rows(
-        "SELECT hour_ms, unicode(function), revision, unicode(source), invocations, cold_starts, ok, failed, wall_us,
-                request_bytes, response_bytes, peak_memory_bytes_max
-         FROM usage_hourly ORDER BY 1, 2, 3, 4",
+        "SELECT hour_ms, unicode(function), revision, unicode(source), unicode(runtime), invocations, cold_starts, ok,
+                failed, wall_us, request_bytes, response_bytes, peak_memory_bytes_max
+         FROM usage_hourly_v2 ORDER BY 1, 2, 3, 4, 5",
     );
     let brute = rows(
-        "SELECT start_ms / 3600000 * 3600000, unicode(function), revision, unicode(source), COUNT(*), SUM(cold),
-                SUM(outcome = 'ok'), SUM(outcome != 'ok'), SUM(wall_us), SUM(request_bytes), SUM(response_bytes),
-                MAX(peak_memory_bytes)
-         FROM usage GROUP BY 1, function, 3, source ORDER BY 1, 2, 3, 4",
+        "SELECT start_ms / 3600000 * 3600000, unicode(function), revision, unicode(source), unicode(runtime), COUNT(*),
+                SUM(cold), SUM(outcome = 'ok'), SUM(outcome != 'ok'), SUM(wall_us), SUM(request_bytes),
+                SUM(response_bytes), MAX(peak_memory_bytes)
+         FROM usage GROUP BY 1, function, 3, source, runtime ORDER BY 1, 2, 3, 4, 5",
     );
     assert_eq!(rollups, brute);
     assert_eq!(rollups.iter().map(|r| r[0]).collect::<std::collections::BTreeSet<_>>().len(), 2);
@@ -547,6 +555,8 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
             response_bytes: 170,
             peak_memory_bytes_max: 1_114_112,
             by_source: BTreeMap::from([("http".to_string(), 10)]),
+            by_runtime: BTreeMap::from([("container".to_string(), 10)]),
+            replica_ms: 60_000,
         }],
         records: vec![StoredUsage {
             id: 42,
@@ -563,6 +573,7 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
             status: 200,
             trigger: None,
             event_id: None,
+            runtime: Runtime::Container,
         }],
     };
     let json = serde_json::to_value(&report).unwrap();
@@ -571,11 +582,12 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
         serde_json::json!({
             "summary": [{ "function": "hello", "invocations": 10, "cold_starts": 1, "ok": 9, "failed": 1,
                           "wall_us_total": 1234, "request_bytes": 0, "response_bytes": 170,
-                          "peak_memory_bytes_max": 1114112, "by_source": { "http": 10 } }],
+                          "peak_memory_bytes_max": 1114112, "by_source": { "http": 10 },
+                          "by_runtime": { "container": 10 }, "replica_ms": 60000 }],
             "records": [{ "id": 42, "function": "hello", "revision": 3, "source": "http",
                           "start_ms": 1763780000000u64, "wall_us": 61, "cold": false,
                           "peak_memory_bytes": 1114112, "outcome": "ok", "request_bytes": 0,
-                          "response_bytes": 17, "status": 200 }]
+                          "response_bytes": 17, "status": 200, "runtime": "container" }]
         })
     );
     assert_eq!(serde_json::from_value::<UsageReport>(json).unwrap(), report);
@@ -583,19 +595,22 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
     // A newer server: extra fields, values this client does not know, fields missing.
     let newer: UsageReport = serde_json::from_str(
         r#"{ "summary": [{ "function": "hello", "invocations": 2, "by_source": { "grpc": 2 }, "cost_usd": 0.1 }],
-             "records": [{ "id": 7, "function": "hello", "source": "grpc", "outcome": "evicted", "region": "eu" }],
+             "records": [{ "id": 7, "function": "hello", "source": "grpc", "outcome": "evicted", "region": "eu",
+                           "runtime": "firecracker" }],
              "next": "abc" }"#,
     )
     .unwrap();
     assert_eq!(newer.summary[0].invocations, 2);
     assert_eq!(newer.summary[0].by_source["grpc"], 2);
     assert_eq!(
-        (newer.records[0].id, newer.records[0].source, newer.records[0].outcome),
-        (7, Source::Http, Outcome::Error)
+        (newer.records[0].id, newer.records[0].source, newer.records[0].outcome, newer.records[0].runtime),
+        (7, Source::Http, Outcome::Error, Runtime::Wasm)
     );
-    // An older one: no `source` at all.
+    // An older one: no `source`, `runtime`, `by_runtime` or `replica_ms` at all.
     let older: StoredUsage = serde_json::from_str(r#"{ "id": 1, "function": "f", "outcome": "ok" }"#).unwrap();
-    assert_eq!((older.source, older.outcome), (Source::Http, Outcome::Ok));
+    assert_eq!((older.source, older.outcome, older.runtime), (Source::Http, Outcome::Ok, Runtime::Wasm));
+    let older: UsageSummary = serde_json::from_str(r#"{ "function": "f", "invocations": 3 }"#).unwrap();
+    assert_eq!((older.invocations, older.by_runtime.len(), older.replica_ms), (3, 0, 0));
     assert_eq!(serde_json::from_str::<UsageReport>("{}").unwrap(), UsageReport::default());
 }
 
@@ -607,4 +622,271 @@ fn handles_are_shareable_and_committed_is_a_plain_future() {
     shared::<Ledger>();
     fn error<T: std::error::Error + Send + Sync + 'static>() {}
     error::<wisp_ledger::LedgerError>();
+}
+
+/// `ledger.db` as the release before container functions created it: migrations v1 and v2 as
+/// they shipped (ledger/src/schema.rs), `user_version` 2.
+const LEDGER_V2_SCHEMA: &str = "
+CREATE TABLE usage (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    function TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    source TEXT NOT NULL DEFAULT 'http',
+    start_ms INTEGER NOT NULL,
+    wall_us INTEGER NOT NULL,
+    cold INTEGER NOT NULL,
+    peak_memory_bytes INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    request_bytes INTEGER NOT NULL,
+    response_bytes INTEGER NOT NULL,
+    status INTEGER NOT NULL
+);
+CREATE INDEX usage_function ON usage (function, id);
+CREATE TABLE usage_hourly (
+    hour_ms INTEGER NOT NULL,
+    function TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    invocations INTEGER NOT NULL,
+    cold_starts INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    wall_us INTEGER NOT NULL,
+    request_bytes INTEGER NOT NULL,
+    response_bytes INTEGER NOT NULL,
+    peak_memory_bytes_max INTEGER NOT NULL,
+    PRIMARY KEY (hour_ms, function, revision, source)
+);
+CREATE INDEX usage_hourly_function ON usage_hourly (function, source);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+ALTER TABLE usage ADD COLUMN trigger TEXT;
+ALTER TABLE usage ADD COLUMN event_id TEXT;
+PRAGMA user_version = 2;
+";
+
+/// The rollup the v2 writer ran after each batch.
+const LEDGER_V2_ROLLUP: &str = "
+INSERT INTO usage_hourly (hour_ms, function, revision, source, invocations, cold_starts, ok, failed,
+                          wall_us, request_bytes, response_bytes, peak_memory_bytes_max)
+SELECT start_ms / 3600000 * 3600000, function, revision, source, COUNT(*), SUM(cold != 0),
+       SUM(outcome = 'ok'), SUM(outcome != 'ok'), SUM(wall_us), SUM(request_bytes), SUM(response_bytes),
+       MAX(peak_memory_bytes)
+FROM usage WHERE id > 0 GROUP BY 1, 2, 3, 4";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_round_trips_and_is_counted_per_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+    let mut sent = Vec::new();
+    for n in 0..120u64 {
+        let function = if n % 3 == 0 { "img" } else { "wasmy" };
+        let mut r = record(function, Source::ALL[n as usize % 4], T0 + n * 60_000, Outcome::Ok, n);
+        // `img` is a container function; `wasmy` one of each, redeployed as a container.
+        r.runtime = if function == "img" || n % 4 == 1 { Runtime::Container } else { Runtime::Wasm };
+        ledger.record(r.clone()).await;
+        sent.push(r);
+    }
+    ledger.close().await;
+    drop(ledger);
+
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+    let report = ledger.report(all(1000)).await.unwrap();
+    assert_eq!(report.summary, expected_summary(&sent));
+    assert_eq!(report.summary[0].function, "img");
+    assert_eq!(report.summary[0].by_runtime, BTreeMap::from([("container".to_string(), 40)]));
+    assert_eq!(report.summary[1].by_runtime, BTreeMap::from([("container".to_string(), 20), ("wasm".to_string(), 60)]));
+    assert!(report.summary.iter().all(|s| s.by_runtime.values().sum::<u64>() == s.invocations));
+    assert_eq!(report.records.len(), 120);
+    for (stored, sent) in report.records.iter().zip(sent.iter().rev()) {
+        assert_eq!((stored.start_ms, stored.runtime), (sent.start_ms, sent.runtime));
+    }
+    let db = dir.path().join("ledger.db");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM usage WHERE runtime = 'container'"), 60);
+
+    let img = ledger.report(UsageQuery { function: Some("img".into()), limit: 1 }).await.unwrap();
+    assert_eq!(img.summary.len(), 1);
+    assert_eq!(img.summary[0].by_runtime, BTreeMap::from([("container".to_string(), 40)]));
+    assert_eq!(img.records[0].runtime, Runtime::Container);
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn ledger_db_of_schema_v2_migrates_as_wasm_with_totals_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let old: Vec<_> = (0..9u64)
+        .map(|n| {
+            let function = if n % 3 == 0 { "echo" } else { "hello" };
+            let outcome = if n % 4 == 0 { Outcome::Trap } else { Outcome::Ok };
+            record(function, Source::ALL[n as usize % 4], T0 + n * HOUR_MS / 2, outcome, n)
+        })
+        .collect();
+    {
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(LEDGER_V2_SCHEMA).unwrap();
+        for r in &old {
+            conn.execute(
+                "INSERT INTO usage (function, revision, source, start_ms, wall_us, cold, peak_memory_bytes, outcome,
+                                    request_bytes, response_bytes, status, trigger, event_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'orders', 'ev-1')",
+                rusqlite::params![
+                    &*r.function,
+                    r.revision,
+                    r.source.as_str(),
+                    r.start_ms,
+                    r.wall_us,
+                    r.cold,
+                    r.peak_memory_bytes,
+                    r.outcome.as_str(),
+                    r.request_bytes,
+                    r.response_bytes,
+                    r.status
+                ],
+            )
+            .unwrap();
+        }
+        conn.execute(LEDGER_V2_ROLLUP, []).unwrap();
+        assert_eq!(count(&db, "PRAGMA user_version"), 2);
+    }
+
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+    assert_eq!(count(&db, "PRAGMA user_version"), 4);
+    let report = ledger.report(all(100)).await.unwrap();
+    // Every old row is wasm (`record` builds wasm records), and the totals are as before.
+    assert_eq!(report.summary, expected_summary(&old));
+    assert_eq!(report.summary[0].by_runtime, BTreeMap::from([("wasm".to_string(), 3)]));
+    assert_eq!(report.summary[1].by_runtime, BTreeMap::from([("wasm".to_string(), 6)]));
+    assert_eq!(report.records.iter().map(|r| r.id).collect::<Vec<_>>(), (1..=9).rev().collect::<Vec<_>>());
+    assert!(report.records.iter().all(|r| r.runtime == Runtime::Wasm));
+    assert_eq!(report.records[0].trigger.as_deref(), Some("orders"));
+    // The rollups moved (hour by hour, under 'wasm'); the old table is gone.
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM usage_hourly_v2 WHERE runtime != 'wasm'"), 0);
+    assert_eq!(count(&db, "SELECT COUNT(DISTINCT hour_ms) FROM usage_hourly_v2"), 5);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_hourly'"), 0);
+
+    // New records add to the moved rollups, in the same hour, under their own runtime.
+    let mut new = record("hello", Source::Http, T0, Outcome::Ok, 100);
+    new.runtime = Runtime::Container;
+    ledger.record(new.clone()).await;
+    ledger.record(record("hello", Source::Http, T0 + 1, Outcome::Ok, 101)).await;
+    ledger.close().await;
+    drop(ledger);
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+    let report = ledger.report(all(100)).await.unwrap();
+    let mut all_sent = old.clone();
+    all_sent.extend([new, record("hello", Source::Http, T0 + 1, Outcome::Ok, 101)]);
+    assert_eq!(report.summary, expected_summary(&all_sent));
+    assert_eq!(report.summary[1].by_runtime, BTreeMap::from([("container".to_string(), 1), ("wasm".to_string(), 7)]));
+    assert_eq!(report.records[1].id, 10);
+    ledger.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_time_is_summed_per_function_with_the_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+    for n in 0..10u64 {
+        ledger.record(record("middle", Source::Http, T0 + n, Outcome::Ok, n)).await;
+    }
+    // Functions before and after the invoked one in name order, one of them with no
+    // invocations at all; an end before its start counts as no time.
+    let replicas = [
+        replica("aardvark", "c1", T0, T0 + 90_000),
+        replica("middle", "c2", T0, T0 + 1_500),
+        replica("zebra", "c3", T0, T0 + HOUR_MS),
+        replica("middle", "c4", T0 + 10, T0 + 2_010),
+        replica("zebra", "c5", T0 + 5_000, T0 + 4_000),
+        replica("aardvark", "c6", T0 + HOUR_MS, T0 + HOUR_MS + 10_000),
+    ];
+    for r in &replicas {
+        ledger.record_replica(r.clone()).await;
+    }
+    ledger.close().await;
+    assert_eq!(ledger.stats().written_total, 16);
+    drop(ledger);
+
+    let ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
+    let report = ledger.report(all(100)).await.unwrap();
+    let totals: Vec<_> = report.summary.iter().map(|s| (s.function.as_str(), s.invocations, s.replica_ms)).collect();
+    assert_eq!(totals, [("aardvark", 0, 100_000), ("middle", 10, 3_500), ("zebra", 0, HOUR_MS)]);
+    assert_eq!(
+        report.summary[0],
+        UsageSummary { function: "aardvark".into(), replica_ms: 100_000, ..UsageSummary::default() }
+    );
+    // Replica lifetimes are not invocations.
+    assert_eq!(report.records.len(), 10);
+    let db = dir.path().join("ledger.db");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM replica_usage"), 6);
+    assert_eq!(count(&db, "SELECT COUNT(DISTINCT replica) FROM replica_usage"), 6);
+
+    let zebra = ledger.report(UsageQuery { function: Some("zebra".into()), limit: 10 }).await.unwrap();
+    assert_eq!(
+        zebra.summary,
+        [UsageSummary { function: "zebra".into(), replica_ms: HOUR_MS, ..UsageSummary::default() }]
+    );
+    assert!(zebra.records.is_empty());
+    let middle = ledger.report(UsageQuery { function: Some("middle".into()), limit: 0 }).await.unwrap();
+    assert_eq!(middle.summary.len(), 1);
+    assert_eq!((middle.summary[0].invocations, middle.summary[0].replica_ms), (10, 3_500));
+    let none = ledger.report(UsageQuery { function: Some("nope".into()), limit: 5 }).await.unwrap();
+    assert_eq!(none, UsageReport::default());
+    ledger.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_durability_resolves_replica_usage_after_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LedgerConfig { durability: Durability::Sync, ..LedgerConfig::default() };
+    let ledger = Ledger::open(dir.path(), config).unwrap();
+    let db = dir.path().join("ledger.db");
+    let tasks: Vec<_> = (0..20u64)
+        .map(|n| {
+            let (ledger, db) = (ledger.clone(), db.clone());
+            tokio::spawn(async move {
+                ledger.record_replica(replica("img", &format!("c{n}"), T0, T0 + n)).await;
+                let db = Connection::open(db).unwrap();
+                db.query_row("SELECT COUNT(*) FROM replica_usage WHERE replica = ?1", [format!("c{n}")], |r| {
+                    r.get::<_, u64>(0)
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 1);
+    }
+    assert_eq!(ledger.stats().written_total, 20);
+    let report = ledger.report(all(0)).await.unwrap();
+    assert_eq!(report.summary[0].replica_ms, (0..20).sum::<u64>());
+    ledger.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_replica_batch_is_retried_and_closed_ledger_drops_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), impatient()).unwrap();
+    let db = dir.path().join("ledger.db");
+    let holder = lock(&db);
+    ledger.record_replica(replica("img", "c0", T0, T0 + 1_000)).await;
+    until_write_error(&ledger).await;
+    // Invocations and replica lifetimes queue up behind the batch being retried.
+    for n in 1..10u64 {
+        ledger.record_replica(replica("img", &format!("c{n}"), T0, T0 + 1_000)).await;
+        ledger.record(record("img", Source::Http, T0 + n, Outcome::Ok, n)).await;
+    }
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    ledger.flush().await;
+    let stats = ledger.stats();
+    assert!(stats.write_errors_total > 0);
+    assert_eq!((stats.written_total, stats.dropped_total, stats.queue_depth), (19, 0, 0));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM replica_usage"), 10);
+    let report = ledger.report(all(0)).await.unwrap();
+    assert_eq!((report.summary[0].invocations, report.summary[0].replica_ms), (9, 10_000));
+
+    ledger.close().await;
+    ledger.record_replica(replica("img", "late", T0, T0 + 1)).await;
+    let stats = ledger.stats();
+    assert_eq!((stats.written_total, stats.dropped_total), (19, 1));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM replica_usage"), 10);
 }

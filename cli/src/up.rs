@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use wisp_gateway::{Gateway, GatewayConfig};
 use wisp_ledger::{Durability, Ledger, LedgerConfig};
 use wisp_runtime::MemoryBudget;
+use wisp_runtime::container::{ContainerConfig, ContainerRuntime};
 use wisp_runtime::wasm::{WasmConfig, WasmRuntime};
 use wisp_scheduler::{Scheduler, SchedulerConfig, parse_duration, parse_size};
 use wisp_triggers::{BackoffPolicy, DeliverySpec, Invocations, InvocationsConfig, Triggers, TriggersConfig};
@@ -94,6 +95,9 @@ pub struct UpArgs {
     /// Largest component upload accepted
     #[arg(long, default_value = "64Mi", value_name = "SIZE")]
     max_component_size: String,
+    /// Largest OCI image upload accepted (`wisp image import`)
+    #[arg(long, default_value = "2Gi", value_name = "SIZE")]
+    max_image_size: String,
     /// How long shutdown waits for in-flight requests and events
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     drain_timeout: String,
@@ -125,11 +129,24 @@ pub struct UpArgs {
     /// Worker threads for request handling (default: one per core)
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// The OCI runtime that runs container functions
+    #[arg(long, default_value = "crun", value_name = "PATH")]
+    crun: PathBuf,
+    /// How long a starting container replica may take to listen on $PORT
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    container_ready_timeout: String,
+    /// Time between SIGTERM and SIGKILL when a container replica is stopped
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    container_stop_grace: String,
+    /// Processes one container replica may run (enforced where the host has cgroups)
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    container_pids_limit: u32,
 }
 
 /// Every setting of the node, validated before anything starts.
 struct NodeConfig {
     wasm: WasmConfig,
+    containers: ContainerConfig,
     memory_budget: u64,
     scheduler: SchedulerConfig,
     gateway: GatewayConfig,
@@ -191,6 +208,7 @@ impl NodeConfig {
             Some(v) => size_flag("--memory-budget", v)?,
             None => default_memory_budget(),
         };
+        let containers = container_config(args)?;
         let mut scheduler = SchedulerConfig::new(&args.data_dir);
         scheduler.max_ready = args.max_ready;
         scheduler.scale_interval = duration_flag("--scale-interval", &args.scale_interval)?;
@@ -222,6 +240,8 @@ impl NodeConfig {
             max_concurrency: args.max_concurrency,
             max_connections,
             max_component_bytes: size_flag("--max-component-size", &args.max_component_size)?,
+            max_image_bytes: size_flag("--max-image-size", &args.max_image_size)?,
+            upload_dir: Some(args.data_dir.join("images").join("tmp")),
             header_read_timeout: duration_flag("--header-read-timeout", &args.header_read_timeout)?,
             body_read_timeout: duration_flag("--body-read-timeout", &args.body_read_timeout)?,
             upload_timeout: duration_flag("--upload-timeout", &args.upload_timeout)?,
@@ -250,7 +270,56 @@ impl NodeConfig {
             drain,
         };
         let triggers = TriggersConfig { drain };
-        Ok(Self { wasm, memory_budget, scheduler, gateway, ledger, triggers, invocations })
+        Ok(Self { wasm, containers, memory_budget, scheduler, gateway, ledger, triggers, invocations })
+    }
+}
+
+/// Container settings. crun's state (on tmpfs) and the cgroups are named for the data dir, so
+/// nodes on one host never see each other's containers.
+fn container_config(args: &UpArgs) -> anyhow::Result<ContainerConfig> {
+    let dir = std::path::absolute(&args.data_dir).unwrap_or_else(|_| args.data_dir.clone());
+    let node = hex::encode(&Sha256::digest(dir.as_os_str().as_encoded_bytes())[..6]);
+    let ready_timeout = duration_flag("--container-ready-timeout", &args.container_ready_timeout)?;
+    anyhow::ensure!(!ready_timeout.is_zero(), "--container-ready-timeout must be above 0");
+    anyhow::ensure!(args.container_pids_limit > 0, "--container-pids-limit must be above 0");
+    Ok(ContainerConfig {
+        crun: args.crun.clone(),
+        bundles: args.data_dir.join("containers"),
+        state: PathBuf::from("/run/wisp").join(&node),
+        cgroup_parent: format!("/wisp/{node}"),
+        ready_timeout,
+        stop_grace: duration_flag("--container-stop-grace", &args.container_stop_grace)?,
+        pids_limit: args.container_pids_limit,
+        max_parallel_starts: 16,
+    })
+}
+
+/// Says which container limits this host enforces: `wisp up`'s output and `/metrics`.
+fn report_containers(containers: &Result<ContainerRuntime, String>, registry: &mut Registry) {
+    use prometheus_client::metrics::{family::Family, gauge::Gauge};
+    let enforced = Family::<Vec<(String, String)>, Gauge>::default();
+    registry.register(
+        "wisp_container_limit_enforced",
+        "Whether this host enforces a container limit (1) or not (0), by limit",
+        enforced.clone(),
+    );
+    match containers {
+        Ok(c) => {
+            let e = c.enforcement();
+            let word = |on: bool| if on { "enforced" } else { "NOT enforced (no usable cgroups)" };
+            for (limit, on) in
+                [("memory", e.memory), ("pids", e.pids), ("timeout", e.timeout), ("memory_metering", e.memory_metering)]
+            {
+                enforced.get_or_create(&vec![("limit".to_string(), limit.to_string())]).set(on as i64);
+            }
+            println!(
+                "wisp: containers: crun, cgroups {:?}: memory limit {}, pids limit {}, request timeout enforced",
+                e.cgroups,
+                word(e.memory),
+                word(e.pids)
+            );
+        }
+        Err(why) => println!("wisp: containers: unavailable ({why}); Wasm functions only"),
     }
 }
 
@@ -286,7 +355,8 @@ async fn serve(args: UpArgs, mut config: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
     let budget = MemoryBudget::new(config.memory_budget);
     let wasm = WasmRuntime::new(config.wasm, &data_dir.join("cache"), budget).context("starting the Wasm runtime")?;
-    let scheduler = Scheduler::new(config.scheduler, wasm, ledger.clone(), &mut registry)
+    let containers = ContainerRuntime::new(config.containers).await.map_err(|e| e.to_string());
+    let scheduler = Scheduler::new(config.scheduler, wasm, containers.clone(), ledger.clone(), &mut registry)
         .await
         .with_context(|| format!("opening {}", data_dir.display()))?;
     let autoscaler = scheduler.spawn_autoscaler(shutdown.child_token());
@@ -299,6 +369,7 @@ async fn serve(args: UpArgs, mut config: NodeConfig) -> anyhow::Result<()> {
 
     // Scripts and tests read this line to find the node.
     println!("wisp: listening on http://{addr}");
+    report_containers(&containers, &mut registry);
     if let Some(dir) = &args.deploy_dir {
         deploy_dir(&scheduler, dir, addr).await?;
         println!("wisp: manage with   wisp --node http://{addr} ls | describe NAME | logs NAME | usage");
@@ -317,6 +388,10 @@ async fn serve(args: UpArgs, mut config: NodeConfig) -> anyhow::Result<()> {
         tracing::warn!("shutdown: invocations still running after {drain_timeout:?}");
     }
     let _ = autoscaler.await;
+    // Containers must not outlive the node (they are its children only while it runs).
+    if let Ok(containers) = &containers {
+        containers.shutdown().await;
+    }
     // 3. the ledger writes everything it was given.
     ledger.close().await;
     tracing::info!("node stopped; usage ledger flushed");

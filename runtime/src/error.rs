@@ -38,6 +38,10 @@ pub enum InvokeError {
     /// The node has no instance slot (or address space) for another instance right now.
     #[error("no instance available: {0}")]
     Capacity(String),
+    /// No replica could be started to serve the request (a container image that does not
+    /// start or never listens); the message says why.
+    #[error("function not ready: {0}")]
+    NotReady(String),
     /// The node-wide memory budget (`--memory-budget`) is spent.
     #[error("the node's memory budget of {limit} bytes is spent (--memory-budget)")]
     MemoryBudget {

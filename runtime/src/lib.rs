@@ -2,7 +2,8 @@
 //! request and gives back a response, keeps a target number of instances ready, and reports
 //! its stats. The WebAssembly implementation ([`wasm`]: one wasmtime engine with the pooling
 //! allocator, a compile cache on disk, per-revision pools of pre-instantiated
-//! `wasi:http/incoming-handler` instances) is the first; container replicas will be the second.
+//! `wasi:http/incoming-handler` instances) is the first; [`container`] replicas (OCI images run
+//! by crun) are the second.
 //!
 //! The runtime knows nothing of routing, triggers or metering: callers (the scheduler) record
 //! what an invocation used from the [`Invoked`] it returns.
@@ -11,6 +12,7 @@
 
 mod body;
 mod budget;
+pub mod container;
 mod error;
 mod limits;
 mod logs;

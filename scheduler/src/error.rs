@@ -79,6 +79,9 @@ pub enum SchedulerError {
     SchemaTooNew { found: usize, known: usize },
     #[error("the registry names an artifact kind this release does not know: {0:?}")]
     UnknownArtifact(String),
+    /// An OCI image could not be imported or read.
+    #[error(transparent)]
+    Image(#[from] wisp_oci::ImageError),
     #[error("usage ledger: {0}")]
     Ledger(#[from] wisp_ledger::LedgerError),
     #[error("internal task failed: {0}")]
@@ -105,6 +108,11 @@ impl SchedulerError {
                 | DeployError::MemoryTooLarge { .. } => ErrorKind::Invalid,
             },
             SchedulerError::NotFound(_) => ErrorKind::NotFound,
+            SchedulerError::Image(e) => match e {
+                wisp_oci::ImageError::NotFound(_) => ErrorKind::NotFound,
+                wisp_oci::ImageError::Io { .. } => ErrorKind::Internal,
+                _ => ErrorKind::Invalid,
+            },
             SchedulerError::Store(_)
             | SchedulerError::Io { .. }
             | SchedulerError::Component { .. }
@@ -152,7 +160,7 @@ impl InvokeError {
             InvokeError::Runtime(e) => match e {
                 R::RequestTooLarge { .. } => ErrorKind::TooLarge,
                 R::BadRequest(_) => ErrorKind::Invalid,
-                R::Capacity(_) | R::MemoryBudget { .. } => ErrorKind::Unavailable,
+                R::Capacity(_) | R::MemoryBudget { .. } | R::NotReady(_) => ErrorKind::Unavailable,
                 R::Timeout(_) => ErrorKind::Timeout,
                 R::ResponseTooLarge { .. } | R::Trap(_) | R::Memory { .. } | R::Guest(_) => ErrorKind::FunctionFailed,
             },

@@ -3,13 +3,13 @@
 //! admitted invocation (even if the caller goes away), and the invocation metrics all live here.
 
 use crate::activator::Refused;
-use crate::revision::Revision;
+use crate::revision::{Live, Revision};
 use crate::route::Target;
 use crate::{FunctionState, Inner, InvokeError, Scheduler};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-use wisp_ledger::{Committed, Origin, Outcome, UsageRecord};
+use wisp_ledger::{Committed, Origin, Outcome, Runtime, UsageRecord};
 use wisp_runtime::{Invoked, Workload};
 
 impl Scheduler {
@@ -87,7 +87,7 @@ fn outcome(result: &Result<http::Response<Bytes>, wisp_runtime::InvokeError>) ->
     use wisp_runtime::InvokeError as E;
     match result {
         Ok(_) => Outcome::Ok,
-        Err(E::RequestTooLarge { .. } | E::BadRequest(_) | E::Capacity(_) | E::MemoryBudget { .. }) => {
+        Err(E::RequestTooLarge { .. } | E::BadRequest(_) | E::Capacity(_) | E::MemoryBudget { .. } | E::NotReady(_)) => {
             Outcome::Rejected
         }
         Err(E::ResponseTooLarge { .. } | E::Guest(_)) => Outcome::Error,
@@ -143,6 +143,10 @@ impl Meter<'_> {
             status,
             trigger: self.origin.trigger.clone(),
             event_id: self.origin.event_id.clone(),
+            runtime: match self.revision.live {
+                Live::Wasm(_) => Runtime::Wasm,
+                Live::Container(_) => Runtime::Container,
+            },
         })
     }
 

@@ -8,6 +8,7 @@ mod activator;
 mod api;
 mod autoscaler;
 mod error;
+mod images;
 mod invoke;
 mod kpa;
 mod metrics;
@@ -24,6 +25,7 @@ pub use api::{
     Applied, Condition, FunctionView, RevisionStatus, RevisionView, ServiceStatus, ServiceView, TrafficStatus,
 };
 pub use error::{ErrorKind, InvokeError, SchedulerError};
+pub use images::DEFAULT_PORT;
 pub use kpa::{Averages, Decider, DeciderConfig, Decision, Input, Windows};
 pub use model::{Artifact, SETTING_NAMES, Settings, parse_duration, parse_size, validate_name};
 pub use revision::ScalingStatus;
@@ -44,7 +46,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::{Store, StoredRevision};
 use tokio_util::sync::CancellationToken;
 use wisp_ledger::Ledger;
+use wisp_oci::ImageStore;
 use wisp_runtime::LogBuffer;
+use wisp_runtime::container::ContainerRuntime;
 use wisp_runtime::wasm::WasmRuntime;
 
 /// Scheduler knobs; each has a `wisp up` flag.
@@ -127,6 +131,10 @@ impl Service {
 pub(crate) struct Inner {
     config: SchedulerConfig,
     runtime: WasmRuntime,
+    /// The container runtime, or why this node has none (no crun, say).
+    containers: Result<ContainerRuntime, String>,
+    /// Imported OCI images (`images/` in the data dir).
+    images: ImageStore,
     store: Store,
     ledger: Ledger,
     metrics: Metrics,
@@ -173,18 +181,25 @@ impl Scheduler {
     /// Opens (and migrates) the registry in `config.data_dir`, registers the scheduler's
     /// metrics, and restores every service: a revision that cannot be loaded is logged, naming
     /// its file, and answers 503 while the others serve. Needs a tokio runtime.
+    /// `containers` runs container images (or says why this node cannot).
     pub async fn new(
         config: SchedulerConfig,
         runtime: WasmRuntime,
+        containers: Result<ContainerRuntime, String>,
         ledger: Ledger,
         registry: &mut Registry,
     ) -> Result<Self, SchedulerError> {
         let data_dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&data_dir)).await??;
+        let (store, images) = tokio::task::spawn_blocking(move || {
+            Ok::<_, SchedulerError>((Store::open(&data_dir)?, ImageStore::open(&data_dir.join("images"))?))
+        })
+        .await??;
         let scheduler = Self {
             inner: Arc::new(Inner {
                 config,
                 runtime,
+                containers,
+                images,
                 store,
                 ledger,
                 metrics: Metrics::register(registry),
@@ -207,6 +222,32 @@ impl Scheduler {
     /// The settings of a function's latest revision, if it is deployed.
     pub fn settings(&self, id: &str) -> Option<Settings> {
         self.service(id).map(|s| s.latest().settings.clone())
+    }
+
+    /// The container runtime, or an error naming the image field and why there is none.
+    pub(crate) fn containers(&self) -> Result<&ContainerRuntime, SchedulerError> {
+        self.inner.containers.as_ref().map_err(|why| SchedulerError::InvalidField {
+            field: images::IMAGE_FIELD.into(),
+            message: format!("a container image, and this node cannot run containers: {why}"),
+        })
+    }
+
+    /// Records each stopped replica's lifetime in the ledger, for replica-seconds billing.
+    pub(crate) fn replica_meter(
+        &self,
+        function: &Arc<str>,
+        revision: u64,
+    ) -> Arc<dyn Fn(wisp_runtime::container::ReplicaEnded) + Send + Sync> {
+        let (ledger, function) = (self.inner.ledger.clone(), function.clone());
+        Arc::new(move |ended| {
+            drop(ledger.record_replica(wisp_ledger::ReplicaUsage {
+                function: function.clone(),
+                revision,
+                replica: ended.id.into(),
+                start_ms: ended.start_ms,
+                end_ms: ended.end_ms,
+            }))
+        })
     }
 
     pub(crate) fn service(&self, id: &str) -> Option<Arc<Service>> {

@@ -148,7 +148,7 @@ impl Settings {
     }
 }
 
-/// What a revision runs: a Wasm component by content hash now, an OCI image later.
+/// What a revision runs: a Wasm component, or an OCI container image, by content hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Artifact {
@@ -157,6 +157,14 @@ pub enum Artifact {
         /// Hex sha256 of the component bytes.
         sha256: String,
         /// Size of the component.
+        bytes: u64,
+    },
+    /// An OCI image in the node's image store (`images/`), run by crun.
+    #[serde(rename = "container")]
+    Image {
+        /// Hex sha256 of the image manifest.
+        sha256: String,
+        /// Compressed size of its layers and config.
         bytes: u64,
     },
 }
@@ -171,14 +179,14 @@ impl Artifact {
     /// The content digest (`sha256:<hex>`).
     pub fn digest(&self) -> String {
         match self {
-            Artifact::Wasm { sha256, .. } => format!("sha256:{sha256}"),
+            Artifact::Wasm { sha256, .. } | Artifact::Image { sha256, .. } => format!("sha256:{sha256}"),
         }
     }
 
     /// Size in bytes.
     pub fn bytes(&self) -> u64 {
         match self {
-            Artifact::Wasm { bytes, .. } => *bytes,
+            Artifact::Wasm { bytes, .. } | Artifact::Image { bytes, .. } => *bytes,
         }
     }
 }

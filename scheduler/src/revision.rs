@@ -8,13 +8,14 @@ use bytes::Bytes;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+use wisp_runtime::container::ReplicaSet;
 use wisp_runtime::wasm::InstancePool;
 use wisp_runtime::{Invoked, Workload, WorkloadStats};
 
-/// A revision's workload, one variant per artifact kind, dispatched statically (containers will
-/// be the second variant).
+/// A revision's workload, one variant per artifact kind, dispatched statically.
 pub(crate) enum Live {
     Wasm(InstancePool),
+    Container(ReplicaSet),
 }
 
 impl Workload for Live {
@@ -25,18 +26,21 @@ impl Workload for Live {
     {
         match self {
             Live::Wasm(pool) => pool.invoke(req).await,
+            Live::Container(set) => set.invoke(req).await,
         }
     }
 
     fn set_target(&self, target: usize) {
         match self {
             Live::Wasm(pool) => pool.set_target(target),
+            Live::Container(set) => set.set_target(target),
         }
     }
 
     fn stats(&self) -> WorkloadStats {
         match self {
             Live::Wasm(pool) => pool.stats(),
+            Live::Container(set) => set.stats(),
         }
     }
 }
@@ -199,6 +203,10 @@ impl Revision {
         }
         let ready = if replicas == 0 {
             0
+        } else if let Live::Container(_) = self.live {
+            // A container replica is a process serving `containerConcurrency` requests: the
+            // set runs exactly the replicas decided.
+            (replicas as usize).min(self.max_ready)
         } else {
             // Headroom of twice the recent peak absorbs the refill lag: with exactly the peak
             // ready, the next request often arrived before its replacement was instantiated.

@@ -13,11 +13,16 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use crate::images::{IMAGE_FIELD, container_spec};
+use wisp_oci::Image;
 use wisp_runtime::LogBuffer;
 use wisp_runtime::wasm::{Compiled, PoolId};
 
-/// The field an unresolvable image is reported on.
-const IMAGE_FIELD: &str = "spec.template.spec.containers[0].image";
+/// A revision's artifact, ready to start: compiled code, or an image in the store.
+pub(crate) enum Loaded {
+    Wasm(Compiled),
+    Container(Arc<Image>),
+}
 
 /// Why an image did not resolve: content the node has no copy of (fine for a dry run), or
 /// anything else.
@@ -108,9 +113,9 @@ impl Scheduler {
             if failed.contains_key(&stored.revision) {
                 continue;
             }
-            match self.load(&stored.artifact).await {
-                Ok(compiled) => {
-                    loaded.insert(stored.revision, Arc::new(self.start_revision(stored.clone(), compiled, &state)));
+            match self.load(&stored.artifact).await.and_then(|l| self.start_revision(stored.clone(), l, &state)) {
+                Ok(revision) => {
+                    loaded.insert(stored.revision, Arc::new(revision));
                 }
                 Err(e) => {
                     let reason = format!("could not be loaded: {e}");
@@ -124,27 +129,46 @@ impl Scheduler {
         service
     }
 
-    fn start_revision(&self, stored: StoredRevision, compiled: Compiled, state: &Arc<FunctionState>) -> Revision {
+    fn start_revision(
+        &self,
+        stored: StoredRevision,
+        loaded: Loaded,
+        state: &Arc<FunctionState>,
+    ) -> Result<Revision, SchedulerError> {
         let inner = &self.inner;
-        let id = PoolId { function: state.name.clone(), revision: stored.revision };
-        let env: Arc<[(String, String)]> = stored.settings.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let pool = inner.runtime.pool(id, compiled, stored.settings.limits(), state.logs.clone(), env);
-        Revision::new(
+        let live = match loaded {
+            Loaded::Wasm(compiled) => {
+                let id = PoolId { function: state.name.clone(), revision: stored.revision };
+                let env: Arc<[(String, String)]> =
+                    stored.settings.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                Live::Wasm(inner.runtime.pool(id, compiled, stored.settings.limits(), state.logs.clone(), env))
+            }
+            Loaded::Container(image) => {
+                let containers = self.containers()?;
+                let spec = container_spec(&image, &state.name, stored.revision, &stored.name, &stored.settings);
+                let ended = self.replica_meter(&state.name, stored.revision);
+                Live::Container(containers.replica_set(spec, state.logs.clone(), ended))
+            }
+        };
+        Ok(Revision::new(
             stored,
-            Live::Wasm(pool),
+            live,
             inner.config.decider,
             inner.epoch,
             inner.config.activator_queue,
             inner.config.max_ready,
-        )
+        ))
     }
 
-    /// Reads and compiles an artifact off the async threads; a component another revision
-    /// already loaded is neither read nor compiled again.
-    async fn load(&self, artifact: &Artifact) -> Result<Compiled, SchedulerError> {
-        let Artifact::Wasm { sha256, .. } = artifact;
+    /// Reads and compiles an artifact off the async threads (a component another revision
+    /// already loaded is neither read nor compiled again), or finds its container image.
+    async fn load(&self, artifact: &Artifact) -> Result<Loaded, SchedulerError> {
+        let sha256 = match artifact {
+            Artifact::Wasm { sha256, .. } => sha256,
+            Artifact::Image { sha256, .. } => return Ok(Loaded::Container(self.container_image(sha256).await?)),
+        };
         if let Some(compiled) = self.inner.runtime.loaded(sha256) {
-            return Ok(compiled);
+            return Ok(Loaded::Wasm(compiled));
         }
         let inner = self.inner.clone();
         let hash = sha256.clone();
@@ -153,6 +177,7 @@ impl Scheduler {
             inner
                 .runtime
                 .compile(&hash, &bytes)
+                .map(Loaded::Wasm)
                 .map_err(|error| SchedulerError::Component { path: inner.store.component_path(&hash), error })
         })
         .await?
@@ -161,7 +186,7 @@ impl Scheduler {
     /// Validates and compiles component bytes, and stores them durably by hash. The compiled
     /// component is returned so a caller about to apply it can hold it: the runtime keeps
     /// compiled code weakly, and dropping it here would make the apply load it again.
-    async fn put_component(&self, bytes: Bytes) -> Result<(Artifact, Compiled), SchedulerError> {
+    pub(crate) async fn put_component(&self, bytes: Bytes) -> Result<(Artifact, Compiled), SchedulerError> {
         let hash = hex::encode(Sha256::digest(&bytes));
         let inner = self.inner.clone();
         let artifact = Artifact::Wasm { sha256: hash.clone(), bytes: bytes.len() as u64 };
@@ -230,11 +255,16 @@ impl Scheduler {
         }
         let compiled = match (changed, &artifact) {
             (true, Some(artifact)) => {
-                let compiled = self.load(artifact).await?;
-                // Instantiate once with the revision's own limits, so a component that cannot
-                // start (its initial memory above `memory`, say) is refused now, not per request.
-                self.inner.runtime.check_instantiates(&compiled, settings.limits()).await?;
-                Some(compiled)
+                let loaded = self.load(artifact).await?;
+                match &loaded {
+                    // Instantiate once with the revision's own limits, so a component that cannot
+                    // start (its initial memory above `memory`, say) is refused now, not per request.
+                    Loaded::Wasm(compiled) => {
+                        self.inner.runtime.check_instantiates(compiled, settings.limits()).await?
+                    }
+                    Loaded::Container(_) => drop(self.containers()?),
+                }
+                Some(loaded)
             }
             _ => None,
         };
@@ -281,9 +311,9 @@ impl Scheduler {
         }
         let state = current.as_ref().map_or_else(|| self.new_state(&id), |c| c.state.clone());
         let mut live = current.as_ref().map(|c| c.live.clone()).unwrap_or_default();
-        if let Some(compiled) = compiled.filter(|_| stamped) {
+        if let Some(loaded) = compiled.filter(|_| stamped) {
             let stored = history[0].clone();
-            live.insert(stored.revision, Arc::new(self.start_revision(stored, compiled, &state)));
+            live.insert(stored.revision, Arc::new(self.start_revision(stored, loaded, &state)?));
         }
         let failed = current.as_ref().map(|c| c.failed.clone()).unwrap_or_default();
         let mut service = self.assemble(spec, state, history, &live, failed).await;
@@ -326,9 +356,7 @@ impl Scheduler {
         let id = service.state.name.to_string();
         tokio::task::spawn_blocking(move || {
             for artifact in inner.store.delete_revisions(&id, &doomed)? {
-                let Artifact::Wasm { sha256, .. } = artifact;
-                inner.store.remove_component(&sha256);
-                inner.runtime.forget(&sha256);
+                inner.remove_content(&artifact);
             }
             Ok::<_, SchedulerError>(doomed)
         })
@@ -343,20 +371,46 @@ impl Scheduler {
         params: &[(String, String)],
         bytes: Bytes,
     ) -> Result<crate::FunctionView, SchedulerError> {
+        let settings = self.deploy_settings(id, params)?;
+        let (artifact, _held_through_apply) = self.put_component(bytes).await?;
+        self.deploy_image(id, settings, artifact.digest()).await
+    }
+
+    /// Deploys service `id` from an image reference (`name[:tag]` from `wisp image ls`, or a
+    /// digest), with the previous template's settings and `params` applied.
+    pub async fn deploy_ref(
+        &self,
+        id: &str,
+        params: &[(String, String)],
+        image: &str,
+    ) -> Result<crate::FunctionView, SchedulerError> {
+        let settings = self.deploy_settings(id, params)?;
+        self.deploy_image(id, settings, image.to_string()).await
+    }
+
+    /// The settings a redeploy of `id` gets: the latest revision's, with `params` applied.
+    fn deploy_settings(&self, id: &str, params: &[(String, String)]) -> Result<crate::Settings, SchedulerError> {
         validate_id(id)?;
-        let current = self.service(id);
-        let mut spec = match &current {
+        let previous = self.service(id).map(|c| c.latest().settings.clone()).unwrap_or_default();
+        let settings = previous.with_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        self.inner.runtime.check_limits(&settings.limits())?;
+        Ok(settings)
+    }
+
+    async fn deploy_image(
+        &self,
+        id: &str,
+        settings: crate::Settings,
+        image: String,
+    ) -> Result<crate::FunctionView, SchedulerError> {
+        let mut spec = match self.service(id) {
             Some(c) => c.spec.clone(),
             None => {
                 let (namespace, name) = split_id(id);
                 ServiceSpec { namespace: namespace.to_string(), name: name.to_string(), ..ServiceSpec::default() }
             }
         };
-        let previous = current.map(|c| c.latest().settings.clone()).unwrap_or_default();
-        let settings = previous.with_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-        self.inner.runtime.check_limits(&settings.limits())?;
-        let (artifact, _held_through_apply) = self.put_component(bytes).await?;
-        spec.template = Template { image: artifact.digest(), settings, ..Template::default() };
+        spec.template = Template { image, settings, ..Template::default() };
         self.apply(spec, false).await?;
         self.describe(id).await
     }
@@ -364,18 +418,7 @@ impl Scheduler {
     /// Stores a component under `name:tag` for manifests to refer to; returns what it stored.
     pub async fn push(&self, name: &str, tag: &str, bytes: Bytes) -> Result<ArtifactRef, SchedulerError> {
         validate_name(name)?;
-        if tag.is_empty()
-            || tag.len() > 128
-            || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            || tag.starts_with(['.', '-'])
-        {
-            return Err(SchedulerError::InvalidField {
-                field: "tag".into(),
-                message: format!(
-                    "{tag:?} must be 1 to 128 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
-                ),
-            });
-        }
+        validate_tag(tag)?;
         let (artifact, _) = self.put_component(bytes).await?;
         let pushed = ArtifactRef { name: name.into(), tag: tag.into(), artifact, created_at_ms: now_ms() };
         let (inner, stored) = (self.inner.clone(), pushed.clone());
@@ -400,17 +443,21 @@ impl Scheduler {
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
                 return Err(unresolvable(format!("{image:?} is not a sha256 digest (64 lowercase hex digits)")));
             }
-            let path = inner.store.component_path(hex);
-            let bytes = tokio::task::spawn_blocking(move || std::fs::metadata(path).map(|m| m.len()))
-                .await
-                .map_err(|e| Missing::Other(e.into()))?;
-            return match bytes {
-                Ok(bytes) => Ok(Artifact::Wasm { sha256: hex.to_string(), bytes }),
-                Err(_) => Err(Missing::Digest(SchedulerError::InvalidField {
+            let (path, hex) = (inner.store.component_path(hex), hex.to_string());
+            let found = tokio::task::spawn_blocking(move || match std::fs::metadata(path) {
+                Ok(m) => Some(Artifact::Wasm { sha256: hex, bytes: m.len() }),
+                Err(_) => inner.images.image(&hex).ok().map(|i| Artifact::Image { sha256: hex, bytes: i.size }),
+            })
+            .await
+            .map_err(|e| Missing::Other(e.into()))?;
+            return found.ok_or_else(|| {
+                Missing::Digest(SchedulerError::InvalidField {
                     field: IMAGE_FIELD.into(),
-                    message: format!("no component with digest {digest} on this node (wisp push it first)"),
-                })),
-            };
+                    message: format!(
+                        "no component or image with digest {digest} on this node (wisp push or wisp image import it first)"
+                    ),
+                })
+            });
         }
         if image.starts_with("./") || image.starts_with("../") || image.starts_with('/') || image.starts_with("file://")
         {
@@ -425,7 +472,9 @@ impl Scheduler {
             .map_err(|e| Missing::Other(e.into()))?
             .map_err(Missing::Other)?;
         found.ok_or_else(|| {
-            unresolvable(format!("image {image:?} not found: push a component with `wisp push FILE {name}:{tag}`"))
+            unresolvable(format!(
+                "image {image:?} not found: push a component with `wisp push FILE {name}:{tag}` or import an image with `wisp image import PATH --name {name}:{tag}`"
+            ))
         })
     }
 
@@ -448,15 +497,28 @@ impl Scheduler {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             for artifact in unused {
-                let Artifact::Wasm { sha256, .. } = artifact;
-                inner.store.remove_component(&sha256);
-                inner.runtime.forget(&sha256);
+                inner.remove_content(&artifact);
             }
         })
         .await?;
         tracing::info!(function = id, "deleted");
         Ok(())
     }
+}
+
+/// An image tag: what OCI's distribution spec allows.
+pub(crate) fn validate_tag(tag: &str) -> Result<(), SchedulerError> {
+    if tag.is_empty()
+        || tag.len() > 128
+        || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        || tag.starts_with(['.', '-'])
+    {
+        return Err(SchedulerError::InvalidField {
+            field: "tag".into(),
+            message: format!("{tag:?} must be 1 to 128 letters, digits, '.', '_' or '-', not starting with '.' or '-'"),
+        });
+    }
+    Ok(())
 }
 
 /// The revisions a service keeps loaded: every one its traffic names, and the latest.

@@ -138,6 +138,7 @@ fn migrate(conn: &mut Connection) -> Result<(), SchedulerError> {
 fn artifact_columns(artifact: &Artifact) -> (&'static str, &str, u64) {
     match artifact {
         Artifact::Wasm { sha256, bytes } => ("wasm", sha256, *bytes),
+        Artifact::Image { sha256, bytes } => ("container", sha256, *bytes),
     }
 }
 
@@ -154,6 +155,7 @@ fn artifact_used(conn: &Connection, kind: &str, digest: &str) -> Result<bool, Sc
 fn artifact_from(kind: String, digest: String, bytes: u64) -> Result<Artifact, SchedulerError> {
     match kind.as_str() {
         "wasm" => Ok(Artifact::Wasm { sha256: digest, bytes }),
+        "container" => Ok(Artifact::Image { sha256: digest, bytes }),
         other => Err(SchedulerError::UnknownArtifact(other.to_string())),
     }
 }
@@ -389,6 +391,25 @@ impl Store {
             .map(|(kind, digest, bytes)| artifact_from(kind, digest, bytes))
             .collect::<Result<_, _>>()
             .map(Some)
+    }
+
+    /// Deletes the tag `name:tag`; returns None when it did not exist, else its content if
+    /// nothing else (another tag, a revision) refers to it any more.
+    pub(crate) fn delete_artifact(&self, name: &str, tag: &str) -> Result<Option<Vec<Artifact>>, SchedulerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, String, u64)> = tx
+            .query_row(
+                "DELETE FROM artifacts WHERE name = ?1 AND tag = ?2
+                 RETURNING artifact_kind, artifact_digest, artifact_bytes",
+                params![name, tag],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((kind, digest, bytes)) = row else { return Ok(None) };
+        let unused = !artifact_used(&tx, &kind, &digest)?;
+        tx.commit()?;
+        Ok(Some(if unused { vec![artifact_from(kind, digest, bytes)?] } else { Vec::new() }))
     }
 
     /// Stores an object unless one of that kind and name exists; returns whether it did.

@@ -106,7 +106,7 @@ pub fn upload(client: &Client, name: &str, tag: &str, bytes: &[u8]) -> anyhow::R
 /// The hex sha256 of an artifact.
 pub fn sha256_of(artifact: &Artifact) -> &str {
     match artifact {
-        Artifact::Wasm { sha256, .. } => sha256,
+        Artifact::Wasm { sha256, .. } | Artifact::Image { sha256, .. } => sha256,
     }
 }
 

@@ -38,7 +38,7 @@ impl Node {
         .unwrap();
         let mut registry = Registry::default();
         let scheduler =
-            Scheduler::new(SchedulerConfig::new(dir.path()), wasm, ledger.clone(), &mut registry).await.unwrap();
+            Scheduler::new(SchedulerConfig::new(dir.path()), wasm, Err("not in these tests".into()), ledger.clone(), &mut registry).await.unwrap();
         for f in ["events", "echo"] {
             if !scheduler.exists(f) {
                 scheduler.deploy(f, &[], wisp_testkit::wasm(f).into()).await.unwrap();

@@ -1,0 +1,234 @@
+//! Container images on the node: importing OCI archives and layouts into the image store
+//! (a Wasm image becomes a component, anything else a container image), the tags pointing at
+//! them, and what a revision of a container image asks of its replicas.
+
+use crate::store::ArtifactRef;
+use crate::{Artifact, Scheduler, SchedulerError, Settings, now_ms, validate_name};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wisp_oci::{Content, Image};
+use wisp_runtime::container::ContainerSpec;
+
+/// The field an image problem is reported on.
+pub(crate) const IMAGE_FIELD: &str = "spec.template.spec.containers[0].image";
+
+/// The port a container listens on unless told otherwise (Knative's default).
+pub const DEFAULT_PORT: u16 = 8080;
+
+impl Scheduler {
+    /// Imports an OCI image layout directory or `oci-archive` at `path` (on the node) and tags
+    /// it `name:tag` (default: the image's own ref name, else the file's stem; tag `latest`).
+    /// A Wasm image (one `application/wasm` layer) is stored as a component.
+    pub async fn import_image(
+        &self,
+        path: PathBuf,
+        name: Option<String>,
+        tag: Option<String>,
+    ) -> Result<ArtifactRef, SchedulerError> {
+        let inner = self.inner.clone();
+        let imported = tokio::task::spawn_blocking(move || inner.images.import(&path, None)).await??;
+        let (default_name, default_tag) = match imported.ref_name.as_deref().map(|r| r.rsplit_once(':')) {
+            Some(Some((n, t))) => (Some(n.to_string()), Some(t.to_string())),
+            Some(None) => (None, imported.ref_name.clone()),
+            None => (None, None),
+        };
+        let name = name.or(default_name).ok_or_else(|| SchedulerError::InvalidField {
+            field: "name".into(),
+            message: "the image names no repository: give one (wisp image import PATH --name NAME[:TAG])".into(),
+        })?;
+        let tag = tag.or(default_tag).unwrap_or_else(|| "latest".to_string());
+        crate::services::validate_tag(&tag)?;
+        validate_name(&name)?;
+        let artifact = match imported.content {
+            Content::Wasm(bytes) => self.put_component(bytes.into()).await?.0,
+            Content::Container(image) => Artifact::Image { sha256: image.manifest_hex.clone(), bytes: image.size },
+        };
+        let pushed = ArtifactRef { name, tag, artifact, created_at_ms: now_ms() };
+        let (inner, stored) = (self.inner.clone(), pushed.clone());
+        tokio::task::spawn_blocking(move || inner.store.put_artifact(&stored)).await??;
+        Ok(pushed)
+    }
+
+    /// Removes the tag `name:tag`; the content goes too when nothing else (another tag, a
+    /// revision) uses it. Returns whether the tag existed.
+    pub async fn remove_image(&self, name: &str, tag: &str) -> Result<bool, SchedulerError> {
+        let _admin = self.inner.admin.lock().await;
+        let inner = self.inner.clone();
+        let (name, tag) = (name.to_string(), tag.to_string());
+        tokio::task::spawn_blocking(move || {
+            let Some(unused) = inner.store.delete_artifact(&name, &tag)? else { return Ok(false) };
+            for artifact in unused {
+                inner.remove_content(&artifact);
+            }
+            Ok(true)
+        })
+        .await?
+    }
+
+    /// A container image in the store, by manifest digest.
+    pub(crate) async fn container_image(&self, sha256: &str) -> Result<Arc<Image>, SchedulerError> {
+        let (inner, hex) = (self.inner.clone(), sha256.to_string());
+        let image = tokio::task::spawn_blocking(move || inner.images.image(&hex)).await??;
+        check_runnable(&image)?;
+        Ok(Arc::new(image))
+    }
+}
+
+impl crate::Inner {
+    /// Deletes content nothing refers to any more. Blocking.
+    pub(crate) fn remove_content(&self, artifact: &Artifact) {
+        match artifact {
+            Artifact::Wasm { sha256, .. } => {
+                self.store.remove_component(sha256);
+                self.runtime.forget(sha256);
+            }
+            Artifact::Image { sha256, .. } => {
+                if let Err(e) = self.images.remove(sha256) {
+                    tracing::warn!(image = %sha256, "removing an unused image: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Refuses an image that cannot start, at deploy time rather than per replica.
+fn check_runnable(image: &Image) -> Result<(), SchedulerError> {
+    let invalid = |message: String| SchedulerError::InvalidField { field: IMAGE_FIELD.into(), message };
+    let args = image.config.args();
+    let Some(program) = args.first() else {
+        return Err(invalid("the image has no entrypoint or cmd: nothing to run".into()));
+    };
+    if resolve_program(&image.rootfs, program, &image.config.env).is_none() {
+        return Err(invalid(format!("the image's entrypoint {program:?} does not exist in the image")));
+    }
+    user(&image.rootfs, image.config.user.as_deref()).map_err(invalid)?;
+    Ok(())
+}
+
+/// Where `program` is inside the rootfs: itself if it has a slash, else found on `PATH`.
+fn resolve_program(rootfs: &Path, program: &str, env: &[String]) -> Option<PathBuf> {
+    let exists = |p: &str| inside(rootfs, p, 0).filter(|p| p.is_file());
+    if program.contains('/') {
+        return exists(program);
+    }
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+    path.split(':').find_map(|dir| exists(&format!("{dir}/{program}")))
+}
+
+/// `path` resolved inside the rootfs, following symlinks as the container would (absolute
+/// targets are rooted at the rootfs).
+fn inside(rootfs: &Path, path: &str, depth: u32) -> Option<PathBuf> {
+    if depth > 40 {
+        return None;
+    }
+    let mut resolved = PathBuf::new();
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    for (i, part) in parts.iter().enumerate() {
+        if *part == ".." {
+            resolved.pop();
+            continue;
+        }
+        resolved.push(part);
+        let full = rootfs.join(&resolved);
+        if let Ok(target) = std::fs::read_link(&full) {
+            let target = target.to_string_lossy().to_string();
+            let base = if target.starts_with('/') {
+                String::new()
+            } else {
+                resolved.parent().map(|p| p.to_string_lossy().to_string()).unwrap_or_default()
+            };
+            let rest = parts[i + 1..].join("/");
+            return inside(rootfs, &format!("/{base}/{target}/{rest}"), depth + 1);
+        }
+    }
+    Some(rootfs.join(resolved))
+}
+
+/// The uid and gid of an image's `User` (`uid`, `uid:gid`, `name`, `name:group`), names
+/// looked up in the image's own `/etc/passwd` and `/etc/group`.
+fn user(rootfs: &Path, spec: Option<&str>) -> Result<(u32, u32), String> {
+    let Some(spec) = spec.filter(|s| !s.is_empty()) else { return Ok((0, 0)) };
+    let (u, g) = spec.split_once(':').map_or((spec, None), |(u, g)| (u, Some(g)));
+    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
+        let text = std::fs::read_to_string(inside(rootfs, file, 0)?).ok()?;
+        text.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&name) && fields.len() > 3)
+                .then(|| Some((fields[2].parse().ok()?, fields[3].parse().unwrap_or(0))))
+                .flatten()
+        })
+    };
+    let (uid, primary) = match u.parse::<u32>() {
+        Ok(uid) => (uid, lookup_uid_gid(rootfs, uid).unwrap_or(0)),
+        Err(_) => lookup("/etc/passwd", u).ok_or_else(|| format!("the image's user {u:?} is not in its /etc/passwd"))?,
+    };
+    let gid = match g {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup("/etc/group", g)
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| format!("the image's group {g:?} is not in its /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+fn lookup_uid_gid(rootfs: &Path, uid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(inside(rootfs, "/etc/passwd", 0)?).ok()?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() > 3 && fields[2].parse() == Ok(uid)).then(|| fields[3].parse().ok()).flatten()
+    })
+}
+
+fn stop_signal(name: Option<&str>) -> i32 {
+    match name.map(|s| s.trim_start_matches("SIG")) {
+        Some("INT" | "2") => libc::SIGINT,
+        Some("QUIT" | "3") => libc::SIGQUIT,
+        Some("KILL" | "9") => libc::SIGKILL,
+        Some("USR1" | "10") => libc::SIGUSR1,
+        Some("USR2" | "12") => libc::SIGUSR2,
+        Some("HUP" | "1") => libc::SIGHUP,
+        Some("WINCH" | "28") => libc::SIGWINCH,
+        _ => libc::SIGTERM,
+    }
+}
+
+/// What the replicas of one revision run: the image's process with the Knative contract's
+/// environment (`PORT`, `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION`) and the revision's env.
+pub(crate) fn container_spec(
+    image: &Image,
+    function: &str,
+    revision: u64,
+    revision_name: &str,
+    settings: &Settings,
+) -> ContainerSpec {
+    let (namespace, service) = crate::service::split_id(function);
+    let port = DEFAULT_PORT;
+    let mut env: Vec<String> = image.config.env.clone();
+    let mut set = |k: &str, v: &str| {
+        env.retain(|e| e.split_once('=').is_none_or(|(key, _)| key != k));
+        env.push(format!("{k}={v}"));
+    };
+    for (k, v) in &settings.env {
+        set(k, v);
+    }
+    set("PORT", &port.to_string());
+    set("K_SERVICE", service);
+    set("K_CONFIGURATION", service);
+    set("K_REVISION", revision_name);
+    ContainerSpec {
+        // Names are DNS labels, so '.' keeps namespace, service and revision apart.
+        name: format!("{namespace}.{service}.r{revision}"),
+        rootfs: image.rootfs.clone(),
+        args: image.config.args(),
+        env,
+        cwd: image.config.working_dir.clone().filter(|d| d.starts_with('/')).unwrap_or_else(|| "/".into()),
+        user: user(&image.rootfs, image.config.user.as_deref()).unwrap_or((0, 0)),
+        port,
+        concurrency: settings.container_concurrency,
+        limits: settings.limits(),
+        stop_signal: stop_signal(image.config.stop_signal.as_deref()),
+    }
+}

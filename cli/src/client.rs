@@ -96,12 +96,22 @@ impl Client {
     /// Sends `req` and returns the body of a 2xx answer as text; a non-2xx becomes [`ApiError`].
     pub fn text(&self, req: ureq::Request, body: Option<&[u8]>) -> anyhow::Result<String> {
         let resp = self.send(req, body)?;
-        if !(200..300).contains(&resp.status()) {
-            return Err(api_error(resp).into());
-        }
-        let mut bytes = Vec::new();
-        resp.into_reader().read_to_end(&mut bytes).context("reading the node's answer")?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        answer_text(resp)
+    }
+
+    /// Like [`Client::text`], with a body streamed from `reader` as it is sent (never read
+    /// into memory); `length`, when known, is sent as `Content-Length` so the node can refuse
+    /// an oversized body before it arrives.
+    pub fn text_streamed(&self, req: ureq::Request, reader: impl Read, length: Option<u64>) -> anyhow::Result<String> {
+        let req = match length {
+            Some(n) => req.set("Content-Length", &n.to_string()),
+            None => req,
+        };
+        let resp = match req.send(reader) {
+            Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
+            Err(ureq::Error::Transport(t)) => return Err(self.transport_error(&t)),
+        };
+        answer_text(resp)
     }
 
     /// `GET path` on the admin API, 2xx body as text.
@@ -129,6 +139,16 @@ impl Client {
             _ => anyhow::anyhow!("talking to the Wisp node at {}: {detail}", self.base),
         }
     }
+}
+
+/// The body of a 2xx answer as text; a non-2xx becomes [`ApiError`].
+fn answer_text(resp: ureq::Response) -> anyhow::Result<String> {
+    if !(200..300).contains(&resp.status()) {
+        return Err(api_error(resp).into());
+    }
+    let mut bytes = Vec::new();
+    resp.into_reader().read_to_end(&mut bytes).context("reading the node's answer")?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The [`ApiError`] for a non-2xx answer: its `{"error": msg}`, else its text, else the reason.

@@ -35,7 +35,7 @@ struct Cli {
     )]
     node: String,
     /// Output format: aligned text, the node's JSON unchanged, or YAML (`get`, `describe`,
-    /// `revisions`, `apply`, `push`); `wisp get` prints Knative objects in both JSON and YAML
+    /// `revisions`, `apply`, `push`, `image`); `wisp get` prints Knative objects in both JSON and YAML
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table, help_heading = "Global options")]
     output: Format,
     #[command(subcommand)]
@@ -47,6 +47,7 @@ enum Command {
     Up(Box<up::UpArgs>),
     Apply(cmd::apply::ApplyArgs),
     Push(cmd::push::PushArgs),
+    Image(cmd::image::ImageArgs),
     Get(cmd::get::GetArgs),
     Revisions(cmd::revisions::RevisionsArgs),
     Deploy(cmd::deploy::DeployArgs),
@@ -69,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up::run(*args),
         Command::Apply(args) => cmd::apply::run(&client(), out, args),
         Command::Push(args) => cmd::push::run(&client(), out, args),
+        Command::Image(args) => cmd::image::run(&client(), out, args),
         Command::Get(args) => cmd::get::run(&client(), out, args),
         Command::Revisions(args) => cmd::revisions::run(&client(), out, args),
         Command::Describe(args) => cmd::describe::run(&client(), out, args),

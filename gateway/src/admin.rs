@@ -1,13 +1,14 @@
 //! The `/v1/` admin API (see docs/admin-api.md): JSON in, JSON out. Not subject to the function
 //! concurrency limit, so it keeps answering while functions are saturated.
 
-use crate::{ApiError, Body, Gateway, Resp, json_response, text_response};
+use crate::{ApiError, Body, Gateway, Resp, json_response, kind_status, text_response};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt as _;
 use wisp_manifest::Object;
 use wisp_scheduler::{BodyError, DEFAULT_NAMESPACE, UsageQuery, function_id, read_within};
 
@@ -81,6 +82,22 @@ pub(crate) async fn handle(gateway: &Gateway, req: Request<Body>) -> Result<Resp
                 Ok(json_response(StatusCode::CREATED, &scheduler.push(name, tag, bytes).await?))
             }
             _ => Err(not_allowed("PUT, POST")),
+        },
+        ["images"] => match method {
+            Method::GET => {
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "images": scheduler.artifacts().await? })))
+            }
+            Method::POST => import_image(gateway, req).await,
+            _ => Err(not_allowed("GET, POST")),
+        },
+        ["images", name, tag] => match method {
+            Method::DELETE => {
+                if !scheduler.remove_image(name, tag).await? {
+                    return Err(ApiError::NotFound(format!("no image tagged {name}:{tag}")));
+                }
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "deleted": format!("{name}:{tag}") })))
+            }
+            _ => Err(not_allowed("DELETE")),
         },
         ["triggers"] => match method {
             Method::GET => {
@@ -211,11 +228,134 @@ fn usage_query(req: &Request<Body>) -> Result<UsageQuery, ApiError> {
     Ok(query)
 }
 
+/// `POST|PUT /v1/functions/{name}`: the body is the component, or, with `?image=REF`, empty
+/// and the service runs the image REF names (`name[:tag]` or `sha256:<hex>`).
 async fn deploy(gateway: &Gateway, id: &str, req: Request<Body>) -> Result<Resp, ApiError> {
-    let params: Vec<_> = query_pairs(&req).into_iter().filter(|(k, _)| k != "namespace").collect();
-    let bytes = read_upload(gateway, req).await?;
-    let view = gateway.scheduler.deploy(id, &params, bytes).await?;
+    let mut image = None;
+    let mut params = Vec::new();
+    for (k, v) in query_pairs(&req) {
+        match k.as_str() {
+            "namespace" => {}
+            "image" => image = Some(v),
+            _ => params.push((k, v)),
+        }
+    }
+    let view = match image {
+        Some(image) => {
+            if image.is_empty() {
+                return Err(ApiError::BadRequest("image: empty; name an image (name[:tag] or sha256:<hex>)".into()));
+            }
+            expect_no_body(gateway, req).await?;
+            gateway.scheduler.deploy_ref(id, &params, &image).await?
+        }
+        None => {
+            let bytes = read_upload(gateway, req).await?;
+            gateway.scheduler.deploy(id, &params, bytes).await?
+        }
+    };
     Ok(json_response(StatusCode::CREATED, &view))
+}
+
+/// A deploy by image reference carries no component: refuses a body rather than ignore it.
+async fn expect_no_body(gateway: &Gateway, req: Request<Body>) -> Result<(), ApiError> {
+    let (parts, body) = req.into_parts();
+    let mut body = Box::pin(body);
+    let read = tokio::time::timeout(gateway.config.upload_timeout, read_within(&parts.headers, body.as_mut(), 0)).await;
+    match read {
+        Err(_) => Err(ApiError::UploadTimeout(gateway.config.upload_timeout)),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(BodyError::TooLarge { .. })) => {
+            drain(body.as_mut()).await;
+            Err(ApiError::BadRequest(
+                "a deploy with ?image= takes no body: upload a component or name an image, not both".into(),
+            ))
+        }
+        Ok(Err(e)) => Err(ApiError::BadRequest(format!("reading the body: {e}"))),
+    }
+}
+
+/// `POST /v1/images[?name=NAME&tag=TAG]`: an `oci-archive` (tar, maybe compressed) streamed to
+/// a file within `--max-image-size` and `--upload-timeout`, then imported into the node's image
+/// store and tagged (by default with the archive's own ref name, else `latest`).
+async fn import_image(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
+    let (mut name, mut tag) = (None, None);
+    for (k, v) in query_pairs(&req) {
+        match k.as_str() {
+            "name" => name = Some(v),
+            "tag" => tag = Some(v),
+            other => return Err(ApiError::BadRequest(format!("unknown query parameter `{other}` (name, tag)"))),
+        }
+    }
+    let upload = receive_image(gateway, req).await?;
+    let imported = gateway.scheduler.import_image(upload.to_path_buf(), name, tag).await;
+    // A bad archive's message names the temporary file: name what the client sent instead.
+    let shown = upload.display().to_string();
+    let imported = imported.map_err(|e| match e.to_string() {
+        m if kind_status(e.kind()) == StatusCode::BAD_REQUEST && m.contains(&shown) => {
+            ApiError::BadRequest(m.replace(&shown, "the uploaded archive"))
+        }
+        _ => ApiError::from(e),
+    });
+    // Unlinking a file of gigabytes is disk work too.
+    let _ = tokio::task::spawn_blocking(move || drop(upload)).await;
+    Ok(json_response(StatusCode::CREATED, &imported?))
+}
+
+/// Image uploads are written in pieces this large (one blocking write each).
+const IMAGE_WRITE_BUFFER: usize = 1 << 20;
+
+/// Streams an image upload into a temporary file in the upload dir (removed when the returned
+/// path is dropped), never holding more than one write buffer of it in memory.
+async fn receive_image(gateway: &Gateway, req: Request<Body>) -> Result<tempfile::TempPath, ApiError> {
+    let config = &gateway.config;
+    let limit = config.max_image_bytes;
+    let too_large = || ApiError::BodyTooLarge { what: "image upload", limit, flag: "--max-image-size" };
+    let mut body = Box::pin(req.into_body());
+    if body.size_hint().lower() > limit {
+        drain(body.as_mut()).await;
+        return Err(too_large());
+    }
+    let dir = config.upload_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let created = tokio::task::spawn_blocking(move || {
+        let file = tempfile::Builder::new().prefix(".image-upload-").suffix(".tar").tempfile_in(&dir);
+        file.map_err(|e| ApiError::Internal(format!("creating a file for the upload in {}: {e}", dir.display())))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("creating a file for the upload: {e}")))??;
+    let (file, path) = created.into_parts();
+    let written = |e: std::io::Error| ApiError::Internal(format!("writing the upload to {}: {e}", path.display()));
+    let mut file = tokio::io::BufWriter::with_capacity(IMAGE_WRITE_BUFFER, tokio::fs::File::from_std(file));
+    let copy = async {
+        let mut received: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            received += data.len() as u64;
+            if received > limit {
+                return Err(too_large());
+            }
+            file.write_all(&data).await.map_err(written)?;
+        }
+        file.flush().await.map_err(written)?;
+        Ok(())
+    };
+    let result = match tokio::time::timeout(config.upload_timeout, copy).await {
+        Err(_) => Err(ApiError::UploadTimeout(config.upload_timeout)),
+        Ok(Err(e @ ApiError::BodyTooLarge { .. })) => {
+            drain(body.as_mut()).await;
+            Err(e)
+        }
+        Ok(result) => result,
+    };
+    // Complete on disk for the import: `flush` waited for the last write.
+    drop(file);
+    match result {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            tokio::task::spawn_blocking(move || drop(path));
+            Err(e)
+        }
+    }
 }
 
 /// Reads a component upload within `--max-component-size` and `--upload-timeout`.

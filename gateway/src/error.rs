@@ -26,6 +26,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no route for {0}")]
     NoRoute(String),
+    /// Something the admin API addresses (an image tag) does not exist.
+    #[error("{0}")]
+    NotFound(String),
     #[error("method {method} not allowed on {path} (allowed: {allowed})")]
     MethodNotAllowed { method: String, path: String, allowed: &'static str },
     #[error("node is overloaded: too many function requests in flight (--max-concurrency)")]
@@ -53,7 +56,7 @@ impl ApiError {
             ApiError::Manifest(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::NoRoute(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UploadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -111,6 +114,7 @@ mod tests {
             (ApiError::BodyTooLarge { what: "upload", limit: 1, flag: "--x" }, 413),
             (ApiError::BadRequest("b".into()), 400),
             (ApiError::NoRoute("/x".into()), 404),
+            (ApiError::NotFound("no image tagged x:latest".into()), 404),
             (ApiError::MethodNotAllowed { method: "PATCH".into(), path: "/v1/x".into(), allowed: "GET" }, 405),
             (ApiError::Overloaded, 429),
             (ApiError::Trigger(TriggerError::NotFound("t".into())), 404),

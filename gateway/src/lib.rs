@@ -25,6 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use metrics::GatewayMetrics;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -44,12 +45,17 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Largest component upload accepted by the deploy endpoint.
     pub max_component_bytes: u64,
+    /// Largest OCI image (`oci-archive`) accepted by `POST /v1/images`.
+    pub max_image_bytes: u64,
+    /// Where image uploads are written while they are imported (the node's data dir, so the
+    /// import can move blobs rather than copy them); `None`: the system's temporary directory.
+    pub upload_dir: Option<PathBuf>,
     /// Time a client has to send a request's headers, and how long an idle keep-alive
     /// connection is kept.
     pub header_read_timeout: Duration,
     /// Longest pause between two chunks of a request body.
     pub body_read_timeout: Duration,
-    /// Time an admin upload (a component) may take in all.
+    /// Time an admin upload (a component or an image) may take in all.
     pub upload_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
@@ -61,6 +67,8 @@ impl Default for GatewayConfig {
             max_concurrency: 1024,
             max_connections: 10_000,
             max_component_bytes: 64 << 20,
+            max_image_bytes: 2 << 30,
+            upload_dir: None,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(10),
             upload_timeout: Duration::from_secs(120),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use super::Format;
 use super::push::{self, Component};
@@ -20,19 +21,21 @@ use crate::output;
 /// or JSON (an object, an array of objects, or a `kind: List`). Each Service stamps a new
 /// revision when its template changed and is otherwise left unchanged.
 ///
-/// A Service whose `spec.template.spec.containers[0].image` is a local component (`./app.wasm`,
-/// `../app.wasm`, `/abs/app.wasm` or `file://...`; relative paths start from the manifest's
-/// directory, or the current one for stdin) is uploaded first, as SERVICE:<first 12 hex digits
-/// of its sha256>, and applied by digest (`sha256:<hex>`). Other images name components pushed
-/// with `wisp push` (NAME[:TAG]). The manifests are checked whole before anything is uploaded
-/// or changed: one invalid document changes nothing.
+/// A Service whose `spec.template.spec.containers[0].image` is a local path (`./app.wasm`,
+/// `../app.tar`, `/abs/layout/` or `file://...`; relative paths start from the manifest's
+/// directory, or the current one for stdin) sends it first and is applied by digest
+/// (`sha256:<hex>`): a component (a .wasm file) is uploaded as SERVICE:<first 12 hex digits of
+/// its sha256>; an OCI image (an oci-archive file, or an OCI layout directory) is imported as
+/// SERVICE:<first 12 hex digits of the file's sha256>, or SERVICE:dir for a directory. Other
+/// images name what `wisp push` and `wisp image import` stored (NAME[:TAG]). The manifests are
+/// checked whole before anything is uploaded or changed: one invalid document changes nothing.
 #[derive(clap::Args, Debug)]
 pub struct ApplyArgs {
     /// Manifest file, directory (its .yaml, .yml and .json files) or - for stdin; repeatable
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     /// Have the node check everything and say what would change, changing nothing (local
-    /// components are read and checked, not uploaded)
+    /// components and images are read and checked, not uploaded or imported)
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -73,6 +76,44 @@ impl Upload {
     }
 }
 
+/// A local OCI image (an oci-archive file or a layout directory) a Service names, to import as
+/// `service:tag`; the images naming it are rewritten to its digest once it is imported.
+#[derive(Debug)]
+struct Import {
+    /// The image as written.
+    image: String,
+    path: PathBuf,
+    service: String,
+    /// The first 12 hex digits of the archive's sha256, or `dir`.
+    tag: String,
+    /// The archive's size (none for a directory).
+    size: Option<u64>,
+    /// The containers naming it.
+    sites: Vec<Site>,
+}
+
+impl Import {
+    /// `service:tag`, what the manifest names until the import gives the digest.
+    fn reference(&self) -> String {
+        format!("{}:{}", self.service, self.tag)
+    }
+}
+
+/// One container's image: its document, its item in a `List`, its index.
+#[derive(Debug, Clone, Copy)]
+struct Site {
+    doc: usize,
+    item: Option<usize>,
+    container: usize,
+}
+
+/// The local files the manifests name.
+#[derive(Debug, Default)]
+struct Locals {
+    uploads: Vec<Upload>,
+    imports: Vec<Import>,
+}
+
 #[derive(Debug, Deserialize)]
 struct Answer {
     #[serde(default)]
@@ -98,13 +139,12 @@ pub fn run(client: &Client, format: Format, args: ApplyArgs) -> anyhow::Result<(
         bail!("no objects to apply in {}", sources(&args.files));
     }
     let mut components: HashMap<PathBuf, Component> = HashMap::new();
-    let uploads = local_images(&mut docs, &mut components)?;
-    let values: Vec<&Value> = docs.iter().map(|d| &d.value).collect();
-    let manifest = serde_json::to_string(&values)?;
-    if !uploads.is_empty() {
+    let Locals { uploads, mut imports } = local_images(&mut docs, &mut components)?;
+    if !uploads.is_empty() || !imports.is_empty() {
         // Before uploading anything: the same checks the node makes, so an invalid manifest
         // leaves nothing behind.
-        if let Err(e) = wisp_manifest::parse(&manifest) {
+        let values: Vec<&Value> = docs.iter().map(|d| &d.value).collect();
+        if let Err(e) = wisp_manifest::parse(&serde_json::to_string(&values)?) {
             bail!("{}", locate(&e.to_string(), &docs));
         }
     }
@@ -120,9 +160,30 @@ pub fn run(client: &Client, format: Format, args: ApplyArgs) -> anyhow::Result<(
                 ))?;
             }
         }
+        // What the node already holds under the same name and tag stands for the image.
+        let stored = stored_artifacts(client);
+        for i in &imports {
+            let what = match i.size {
+                Some(size) => format!("a {} OCI archive", human::size(size)),
+                None => "an OCI image layout directory".to_owned(),
+            };
+            let found = stored.iter().find(|a| a.name == i.service && a.tag == i.tag);
+            if let Some(found) = found {
+                set_image(&mut docs, &i.sites, &found.artifact.digest());
+            }
+            if text {
+                let there = if found.is_some() { ", as stored on the node" } else { "" };
+                output::print(&format!("{}: {what}, {}{there} (not imported: dry run)", i.image, i.reference()))?;
+            }
+        }
+        // Unknown to the node: the dry run reports the reference as missing.
+        imports.retain(|i| !stored.iter().any(|a| a.name == i.service && a.tag == i.tag));
     } else {
         upload_all(client, &uploads, &components, text)?;
+        import_all(client, &mut docs, &imports, text)?;
     }
+    let values: Vec<&Value> = docs.iter().map(|d| &d.value).collect();
+    let manifest = serde_json::to_string(&values)?;
 
     let mut req = client.admin("POST", "/v1/apply").timeout(APPLY_TIMEOUT).set("Content-Type", "application/json");
     if args.dry_run {
@@ -138,6 +199,13 @@ pub fn run(client: &Client, format: Format, args: ApplyArgs) -> anyhow::Result<(
             e.message = format!(
                 "{} (a dry run uploads nothing, and the node has no copy of {} yet: apply without --dry-run uploads it)",
                 e.message, u.image
+            );
+        } else if args.dry_run
+            && let Some(i) = imports.iter().find(|i| e.message.contains(&format!("{:?}", i.reference())))
+        {
+            e.message = format!(
+                "{} (a dry run imports nothing, and the node has no copy of {} yet: apply without --dry-run imports it)",
+                e.message, i.image
             );
         }
         return Err(e.into());
@@ -287,11 +355,43 @@ fn local_path(base: &Path, image: &str) -> PathBuf {
     if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
 }
 
-/// Reads and checks every local component the Services name, and rewrites their images to
-/// `sha256:<hex>`; returns what to upload.
-fn local_images(docs: &mut [Doc], components: &mut HashMap<PathBuf, Component>) -> anyhow::Result<Vec<Upload>> {
-    let mut uploads: Vec<Upload> = Vec::new();
-    for doc in docs.iter_mut() {
+/// Whether a local path is a component (uploaded) rather than an OCI image (imported): a
+/// `.wasm` file, or a file that starts with the WebAssembly magic.
+fn is_component(path: &Path) -> bool {
+    if path.is_dir() {
+        return false;
+    }
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("wasm")) {
+        return true;
+    }
+    let mut magic = [0; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"\0asm"
+}
+
+/// The tag a local OCI image is imported under: the first 12 hex digits of the archive's
+/// sha256 (read in pieces, not into memory), or `dir` for a layout directory; and the
+/// archive's size.
+fn image_tag(path: &Path) -> Result<(String, Option<u64>), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
+    if meta.is_dir() {
+        if !path.join("oci-layout").is_file() {
+            return Err("is a directory but not an OCI image layout (it has no oci-layout file)".into());
+        }
+        return Ok(("dir".into(), None));
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| format!("cannot be read: {e}"))?;
+    Ok((hex::encode(hasher.finalize())[..12].to_owned(), Some(meta.len())))
+}
+
+/// Reads and checks every local component and image the Services name: rewrites components'
+/// images to `sha256:<hex>` and images' to `service:tag` (their digest once imported); returns
+/// what to upload and import.
+fn local_images(docs: &mut [Doc], components: &mut HashMap<PathBuf, Component>) -> anyhow::Result<Locals> {
+    let mut locals = Locals::default();
+    let mut tags: HashMap<PathBuf, (String, Option<u64>)> = HashMap::new();
+    for (d, doc) in docs.iter_mut().enumerate() {
         let is_list = doc.value.get("kind").and_then(Value::as_str) == Some("List");
         let objects: Vec<(Option<usize>, &mut Value)> = match doc.value.get_mut("items") {
             Some(Value::Array(items)) if is_list => {
@@ -313,26 +413,96 @@ fn local_images(docs: &mut [Doc], components: &mut HashMap<PathBuf, Component>) 
                 };
                 let image = image.to_owned();
                 let path = local_path(&doc.base, &image);
-                if !components.contains_key(&path) {
-                    let component = push::load(&path).map_err(|e| {
-                        let mut location = format!("{}: document {}", doc.source, doc.number);
-                        if let Some(j) = item {
-                            location.push_str(&format!(", item {j}"));
-                        }
-                        location.push_str(&format!(" (Service {service:?})"));
-                        anyhow::anyhow!("{location}: {image:?} ({}) {e}: {}", path.display(), image_field(i))
-                    })?;
-                    components.insert(path.clone(), component);
+                let unusable = |e: &dyn std::fmt::Display| {
+                    let mut location = format!("{}: document {}", doc.source, doc.number);
+                    if let Some(j) = item {
+                        location.push_str(&format!(", item {j}"));
+                    }
+                    location.push_str(&format!(" (Service {service:?})"));
+                    anyhow::anyhow!("{location}: {image:?} ({}) {e}: {}", path.display(), image_field(i))
+                };
+                if is_component(&path) {
+                    if !components.contains_key(&path) {
+                        let component = push::load(&path).map_err(|e| unusable(&e))?;
+                        components.insert(path.clone(), component);
+                    }
+                    let sha256 = components[&path].sha256.clone();
+                    container["image"] = Value::String(format!("sha256:{sha256}"));
+                    if !locals.uploads.iter().any(|u| u.service == service && u.sha256 == sha256) {
+                        locals.uploads.push(Upload { image, path, service: service.clone(), sha256 });
+                    }
+                    continue;
                 }
-                let sha256 = components[&path].sha256.clone();
-                container["image"] = Value::String(format!("sha256:{sha256}"));
-                if !uploads.iter().any(|u| u.service == service && u.sha256 == sha256) {
-                    uploads.push(Upload { image, path, service: service.clone(), sha256 });
+                if !tags.contains_key(&path) {
+                    let tag = image_tag(&path).map_err(|e| unusable(&e))?;
+                    tags.insert(path.clone(), tag);
                 }
+                let (tag, size) = tags[&path].clone();
+                let site = Site { doc: d, item, container: i };
+                let known = locals.imports.iter().position(|m| m.service == service && m.path == path);
+                let index = known.unwrap_or_else(|| {
+                    let sites = Vec::new();
+                    locals.imports.push(Import { image, path, service: service.clone(), tag, size, sites });
+                    locals.imports.len() - 1
+                });
+                let import = &mut locals.imports[index];
+                import.sites.push(site);
+                container["image"] = Value::String(import.reference());
             }
         }
     }
-    Ok(uploads)
+    Ok(locals)
+}
+
+/// Writes `image` into the containers at `sites`.
+fn set_image(docs: &mut [Doc], sites: &[Site], image: &str) {
+    for site in sites {
+        let doc = &mut docs[site.doc].value;
+        let object = match site.item {
+            Some(j) => &mut doc["items"][j - 1],
+            None => doc,
+        };
+        if let Some(container) = object.pointer_mut(&format!("/spec/template/spec/containers/{}", site.container)) {
+            container["image"] = Value::String(image.to_owned());
+        }
+    }
+}
+
+/// Every name:tag on the node (best effort: none when it cannot be listed).
+fn stored_artifacts(client: &Client) -> Vec<wisp_scheduler::ArtifactRef> {
+    #[derive(Deserialize)]
+    struct Artifacts {
+        #[serde(default)]
+        artifacts: Vec<wisp_scheduler::ArtifactRef>,
+    }
+    let listed = client.get("/v1/artifacts").ok().and_then(|b| client::parse::<Artifacts>(&b).ok());
+    listed.map(|a| a.artifacts).unwrap_or_default()
+}
+
+/// Imports each local OCI image, unless the node already holds an archive under the same name
+/// and tag (the tag is the archive's hash; a directory is always imported), and points the
+/// containers naming it at its digest.
+fn import_all(client: &Client, docs: &mut [Doc], imports: &[Import], text: bool) -> anyhow::Result<()> {
+    if imports.is_empty() {
+        return Ok(());
+    }
+    let stored = stored_artifacts(client);
+    for i in imports {
+        let there = stored.iter().find(|a| a.name == i.service && a.tag == i.tag).filter(|_| i.size.is_some());
+        let digest = match there {
+            Some(found) => found.artifact.digest(),
+            None => {
+                let (_, imported) = super::image::import_path(client, &i.path, Some(&i.service), Some(&i.tag))
+                    .with_context(|| format!("importing {}", i.image))?;
+                if text {
+                    output::print(&format!("imported {} as {}", i.image, super::image::describe(&imported)))?;
+                }
+                imported.artifact.digest()
+            }
+        };
+        set_image(docs, &i.sites, &digest);
+    }
+    Ok(())
 }
 
 /// Uploads each local component unless the node already holds it under the same name and tag.
@@ -345,14 +515,8 @@ fn upload_all(
     if uploads.is_empty() {
         return Ok(());
     }
-    #[derive(Deserialize)]
-    struct Artifacts {
-        #[serde(default)]
-        artifacts: Vec<wisp_scheduler::ArtifactRef>,
-    }
     // Best effort: without the list, everything is uploaded.
-    let pushed = client.get("/v1/artifacts").ok().and_then(|b| client::parse::<Artifacts>(&b).ok());
-    let pushed = pushed.map(|a| a.artifacts).unwrap_or_default();
+    let pushed = stored_artifacts(client);
     for u in uploads {
         let there =
             pushed.iter().any(|a| a.name == u.service && a.tag == u.tag() && push::sha256_of(&a.artifact) == u.sha256);
@@ -421,6 +585,59 @@ mod tests {
         assert_eq!(local_path(base, "/abs/x.wasm"), Path::new("/abs/x.wasm"));
         assert_eq!(local_path(base, "file:///abs/x.wasm"), Path::new("/abs/x.wasm"));
         assert_eq!(local_path(base, "file://x.wasm"), Path::new("/manifests/x.wasm"));
+    }
+
+    fn service(name: &str, image: &str) -> Value {
+        serde_json::json!({ "apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": { "name": name },
+                            "spec": { "template": { "spec": { "containers": [{ "image": image }] } } } })
+    }
+
+    #[test]
+    fn local_oci_images_are_imported_and_components_uploaded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
+        std::fs::write(dir.path().join("app.tar"), b"an archive").unwrap();
+        std::fs::create_dir_all(dir.path().join("layout")).unwrap();
+        std::fs::write(dir.path().join("layout/oci-layout"), b"{}").unwrap();
+        std::fs::create_dir_all(dir.path().join("plain")).unwrap();
+        let at = |value: Value| Doc { source: "s.yaml".into(), number: 1, base: dir.path().to_path_buf(), value };
+        let list =
+            serde_json::json!({ "kind": "List", "items": [service("b", "./app.tar"), service("c", "./layout")] });
+        let mut docs = vec![at(service("a", "./hello.wasm")), at(service("b", "./app.tar")), at(list)];
+        let mut components = HashMap::new();
+        let locals = super::local_images(&mut docs, &mut components).unwrap();
+        assert_eq!(locals.uploads.len(), 1);
+        let app_tag = &hex::encode(Sha256::digest(b"an archive"))[..12];
+        let imports: Vec<(String, Option<u64>, usize)> =
+            locals.imports.iter().map(|i| (i.reference(), i.size, i.sites.len())).collect();
+        assert_eq!(imports, [(format!("b:{app_tag}"), Some(10), 2), ("c:dir".to_owned(), None, 1)]);
+        let image = |doc: &Value| doc.pointer("/spec/template/spec/containers/0/image").unwrap().clone();
+        assert_eq!(image(&docs[0].value), Value::String(format!("sha256:{}", locals.uploads[0].sha256)));
+        assert_eq!(image(&docs[1].value), Value::String(format!("b:{app_tag}")));
+        assert_eq!(image(&docs[2].value["items"][1]), "c:dir");
+
+        set_image(&mut docs, &locals.imports[0].sites, "sha256:abc");
+        assert_eq!(image(&docs[1].value), "sha256:abc");
+        assert_eq!(image(&docs[2].value["items"][0]), "sha256:abc");
+        assert_eq!(image(&docs[2].value["items"][1]), "c:dir");
+
+        let mut docs = vec![at(service("d", "./plain"))];
+        let e = super::local_images(&mut docs, &mut components).unwrap_err().to_string();
+        assert!(e.contains("not an OCI image layout") && e.contains("containers[0].image"), "{e}");
+        let mut docs = vec![at(service("d", "./missing.tar"))];
+        let e = super::local_images(&mut docs, &mut components).unwrap_err().to_string();
+        assert!(e.contains("cannot be read") && e.contains("Service \"d\""), "{e}");
+    }
+
+    #[test]
+    fn components_are_wasm_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wasm, bare, tar) = (dir.path().join("a.wasm"), dir.path().join("a"), dir.path().join("a.tar"));
+        std::fs::write(&wasm, b"anything").unwrap();
+        std::fs::write(&bare, b"\0asm\x0d\0\x01\0").unwrap();
+        std::fs::write(&tar, b"oci-layout").unwrap();
+        assert!(is_component(&wasm) && is_component(&bare));
+        assert!(!is_component(&tar) && !is_component(dir.path()));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -8,18 +8,28 @@ use crate::client::{self, Client};
 use crate::human;
 use crate::output::{self, Output};
 
-/// Deploy a component as the new revision of a function (traffic switches to it)
+/// Deploy a component or an image as the new revision of a function (traffic switches to it)
 ///
-/// Settings not given keep the function's previous revision's values (the node's defaults
-/// for a new function). Sizes take plain bytes or Ki/Mi/Gi (K/M/G)
-/// suffixes; durations take ms, s, m or h suffixes.
+/// Give either FILE.wasm (a component, uploaded) or --image REF: a local oci-archive or OCI
+/// layout directory (imported first as NAME:latest), or an image already on the node
+/// (NAME[:TAG] from `wisp image ls`, or sha256:<hex>). Settings not given keep the function's
+/// previous revision's values (the node's defaults for a new function). Sizes take plain bytes
+/// or Ki/Mi/Gi (K/M/G) suffixes; durations take ms, s, m or h suffixes.
 #[derive(clap::Args, Debug)]
+#[command(
+    group = clap::ArgGroup::new("source").required(true).args(["file", "image"]),
+    override_usage = "wisp deploy [OPTIONS] <NAME> <FILE.wasm>\n       wisp deploy [OPTIONS] <NAME> --image <REF|PATH>"
+)]
 pub struct DeployArgs {
     /// Function name
     pub name: String,
     /// The component to deploy (a .wasm file)
     #[arg(value_name = "FILE.wasm")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// The image to deploy: a local oci-archive or OCI layout directory (imported first), or
+    /// an image on the node, NAME[:TAG] or sha256:<hex>
+    #[arg(long, value_name = "REF|PATH")]
+    pub image: Option<String>,
     /// Namespace of the function
     #[arg(short = 'n', long, default_value = wisp_scheduler::DEFAULT_NAMESPACE, value_name = "NS")]
     pub namespace: String,
@@ -50,7 +60,6 @@ pub struct DeployArgs {
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn run(client: &Client, output: Output, args: DeployArgs) -> anyhow::Result<()> {
-    let wasm = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let settings = [
         ("min_warm", args.min_warm.map(|n| n.to_string())),
         ("memory", args.memory),
@@ -60,17 +69,33 @@ pub fn run(client: &Client, output: Output, args: DeployArgs) -> anyhow::Result<
         ("max_response_body", args.max_response_body),
         ("max_concurrency", args.max_concurrency.map(|n| n.to_string())),
     ];
-    let req = client
-        .admin("POST", &format!("/v1/functions/{}", client::segment(&args.name)))
-        .timeout(DEPLOY_TIMEOUT)
-        .set("Content-Type", "application/wasm");
+    let req = client.admin("POST", &format!("/v1/functions/{}", client::segment(&args.name))).timeout(DEPLOY_TIMEOUT);
     let mut req = super::with_namespace(req, &args.namespace);
     for (key, value) in &settings {
         if let Some(value) = value {
             req = req.query(key, value);
         }
     }
-    let body = client.text(req, Some(&wasm))?;
+    let body = match (&args.file, &args.image) {
+        (Some(file), _) => {
+            let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            client.text(req.set("Content-Type", "application/wasm"), Some(&wasm))?
+        }
+        (None, Some(image)) => {
+            let image = match local_image(image) {
+                Some(path) => {
+                    let (_, imported) = super::image::import_path(client, path, Some(&args.name), Some("latest"))?;
+                    if output == Output::Table {
+                        output::print(&format!("imported {}", super::image::describe(&imported)))?;
+                    }
+                    imported.artifact.digest()
+                }
+                None => image.clone(),
+            };
+            client.text(req.query("image", &image), None)?
+        }
+        (None, None) => anyhow::bail!("give the component (FILE.wasm) or --image"),
+    };
     if output == Output::Json {
         return Ok(output::print(&body)?);
     }
@@ -83,4 +108,52 @@ pub fn run(client: &Client, output: Output, args: DeployArgs) -> anyhow::Result<
         human::size(f.component_bytes)
     ))?;
     Ok(())
+}
+
+/// The local file or directory `--image` names, if it names one; otherwise it is a reference
+/// to an image on the node.
+fn local_image(image: &str) -> Option<&Path> {
+    let path = Path::new(image);
+    path.exists().then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: DeployArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<DeployArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("deploy").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn a_file_or_an_image() {
+        let a = parse(&["hello", "hello.wasm", "--memory", "64Mi"]).unwrap();
+        assert_eq!(a.file.as_deref(), Some(Path::new("hello.wasm")));
+        assert_eq!((a.image, a.memory.as_deref()), (None, Some("64Mi")));
+        let a = parse(&["web", "--image", "httpd:2.4", "--min-warm", "1"]).unwrap();
+        assert_eq!((a.file, a.image.as_deref(), a.min_warm), (None, Some("httpd:2.4"), Some(1)));
+        let both = parse(&["web", "app.wasm", "--image", "httpd"]).unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let neither = parse(&["web"]).unwrap_err();
+        assert_eq!(neither.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(neither.to_string().contains("--image"), "{neither}");
+    }
+
+    #[test]
+    fn local_paths_are_imported() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("httpd.tar");
+        std::fs::write(&archive, b"").unwrap();
+        assert_eq!(local_image(archive.to_str().unwrap()), Some(archive.as_path()));
+        assert!(local_image(dir.path().to_str().unwrap()).is_some());
+        assert_eq!(local_image("httpd:2.4"), None);
+        assert_eq!(local_image("sha256:90d2ff1c"), None);
+    }
 }

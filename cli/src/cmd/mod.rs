@@ -4,6 +4,7 @@ pub mod apply;
 pub mod deploy;
 pub mod describe;
 pub mod get;
+pub mod image;
 pub mod invocation;
 pub mod invoke;
 pub mod logs;
@@ -17,14 +18,14 @@ pub mod usage;
 use crate::output::{self, Output};
 
 /// The global `-o` flag: [`Output`] plus YAML, which the Knative-facing commands (`get`,
-/// `describe`, `revisions`, `apply`, `push`) print; the others refuse it.
+/// `describe`, `revisions`, `apply`, `push`, `image`) print; the others refuse it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Aligned, human-readable text.
     Table,
     /// The node's JSON answer, unchanged (`wisp get`: the Knative object).
     Json,
-    /// The same as YAML (`wisp get`, `describe`, `revisions`, `apply`, `push` only).
+    /// The same as YAML (`wisp get`, `describe`, `revisions`, `apply`, `push`, `image` only).
     Yaml,
 }
 
@@ -35,7 +36,7 @@ impl Format {
             Format::Table => Ok(Output::Table),
             Format::Json => Ok(Output::Json),
             Format::Yaml => anyhow::bail!(
-                "`wisp {command}` prints text or JSON (-o json); -o yaml is for get, describe, revisions, apply and push"
+                "`wisp {command}` prints text or JSON (-o json); -o yaml is for get, describe, revisions, apply, push and image"
             ),
         }
     }

@@ -26,7 +26,8 @@ pub(crate) fn extract(path: &Path, dest: &Path) -> Result<(), ImageError> {
     } else {
         Box::new(buf)
     };
-    let read_err = |e: io::Error| ImageError::io(format!("read archive {}", path.display()), e);
+    // The upload itself is unreadable: bad input, not a node fault (and its temp path is noise).
+    let read_err = |e: io::Error| ImageError::Invalid(format!("not a readable tar archive (plain, gzip or zstd): {e}"));
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;

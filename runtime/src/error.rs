@@ -38,6 +38,9 @@ pub enum InvokeError {
     /// The node has no instance slot (or address space) for another instance right now.
     #[error("no instance available: {0}")]
     Capacity(String),
+    /// A container's server broke the exchange: it exited, or reset or closed the connection.
+    #[error("{0}")]
+    Upstream(String),
     /// No replica could be started to serve the request (a container image that does not
     /// start or never listens); the message says why.
     #[error("function not ready: {0}")]

@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Timeout,
     /// The function itself failed (trap, memory limit, bad response).
     FunctionFailed,
+    /// The function's server broke the exchange (a container that exited or reset the
+    /// connection): what a proxy answers with 502.
+    BadGateway,
     /// Something on the node broke (disk, database).
     Internal,
 }
@@ -41,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => 503,
             ErrorKind::Timeout => 504,
             ErrorKind::FunctionFailed | ErrorKind::Internal => 500,
+            ErrorKind::BadGateway => 502,
         }
     }
 }
@@ -163,6 +167,7 @@ impl InvokeError {
                 R::Capacity(_) | R::MemoryBudget { .. } | R::NotReady(_) => ErrorKind::Unavailable,
                 R::Timeout(_) => ErrorKind::Timeout,
                 R::ResponseTooLarge { .. } | R::Trap(_) | R::Memory { .. } | R::Guest(_) => ErrorKind::FunctionFailed,
+                R::Upstream(_) => ErrorKind::BadGateway,
             },
         }
     }

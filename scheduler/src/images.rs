@@ -111,7 +111,8 @@ fn resolve_program(rootfs: &Path, program: &str, env: &[String]) -> Option<PathB
     if program.contains('/') {
         return exists(program);
     }
-    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+    let path =
+        env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
     path.split(':').find_map(|dir| exists(&format!("{dir}/{program}")))
 }
 
@@ -160,7 +161,9 @@ fn user(rootfs: &Path, spec: Option<&str>) -> Result<(u32, u32), String> {
     };
     let (uid, primary) = match u.parse::<u32>() {
         Ok(uid) => (uid, lookup_uid_gid(rootfs, uid).unwrap_or(0)),
-        Err(_) => lookup("/etc/passwd", u).ok_or_else(|| format!("the image's user {u:?} is not in its /etc/passwd"))?,
+        Err(_) => {
+            lookup("/etc/passwd", u).ok_or_else(|| format!("the image's user {u:?} is not in its /etc/passwd"))?
+        }
     };
     let gid = match g {
         None => primary,

@@ -87,10 +87,10 @@ fn outcome(result: &Result<http::Response<Bytes>, wisp_runtime::InvokeError>) ->
     use wisp_runtime::InvokeError as E;
     match result {
         Ok(_) => Outcome::Ok,
-        Err(E::RequestTooLarge { .. } | E::BadRequest(_) | E::Capacity(_) | E::MemoryBudget { .. } | E::NotReady(_)) => {
-            Outcome::Rejected
-        }
-        Err(E::ResponseTooLarge { .. } | E::Guest(_)) => Outcome::Error,
+        Err(
+            E::RequestTooLarge { .. } | E::BadRequest(_) | E::Capacity(_) | E::MemoryBudget { .. } | E::NotReady(_),
+        ) => Outcome::Rejected,
+        Err(E::ResponseTooLarge { .. } | E::Guest(_) | E::Upstream(_)) => Outcome::Error,
         Err(E::Trap(_)) => Outcome::Trap,
         Err(E::Memory { .. }) => Outcome::Memory,
         Err(E::Timeout(_)) => Outcome::Timeout,

@@ -3,6 +3,7 @@
 //! nothing routes to), `wisp deploy` as an apply, `wisp push`, and delete.
 
 use crate::api::{Action, Applied};
+use crate::images::{IMAGE_FIELD, container_spec};
 use crate::revision::{Live, Revision};
 use crate::route::{Resolved, Route, Target};
 use crate::service::{ServiceSpec, Template, split_id};
@@ -13,7 +14,6 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use crate::images::{IMAGE_FIELD, container_spec};
 use wisp_oci::Image;
 use wisp_runtime::LogBuffer;
 use wisp_runtime::wasm::{Compiled, PoolId};

@@ -65,12 +65,11 @@ impl std::fmt::Display for NotAComponent {
             NotAComponent::Unreadable(e) => write!(f, "cannot be read: {e}"),
             NotAComponent::Directory => write!(
                 f,
-                "is a directory, not a WebAssembly component (.wasm): container images (OCI layouts and archives) come with a later release of Wisp"
+                "is a directory, not a WebAssembly component (.wasm): import an OCI image layout with `wisp image import`"
             ),
-            NotAComponent::NotWasm => write!(
-                f,
-                "is not a WebAssembly component (.wasm): container images (OCI layouts and archives) come with a later release of Wisp"
-            ),
+            NotAComponent::NotWasm => {
+                write!(f, "is not a WebAssembly component (.wasm): import an OCI archive with `wisp image import`")
+            }
         }
     }
 }
@@ -126,6 +125,6 @@ mod tests {
         assert!(matches!(load(&tar), Err(NotAComponent::NotWasm)));
         assert!(matches!(load(dir.path()), Err(NotAComponent::Directory)));
         assert!(matches!(load(&dir.path().join("missing.wasm")), Err(NotAComponent::Unreadable(_))));
-        assert!(NotAComponent::NotWasm.to_string().contains("later release"));
+        assert!(NotAComponent::NotWasm.to_string().contains("wisp image import"));
     }
 }

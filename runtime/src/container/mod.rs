@@ -144,7 +144,12 @@ impl ContainerRuntime {
         std::fs::create_dir_all(&config.bundles).map_err(io("creating the bundle directory"))?;
         std::fs::create_dir_all(&config.state).map_err(io("creating crun's state directory"))?;
         host::become_subreaper().map_err(io("becoming child subreaper"))?;
-        let host = Host { netns: Netns::open().map_err(io("opening the node's netns"))?, crun, config, running: Mutex::default() };
+        let host = Host {
+            netns: Netns::open().map_err(io("opening the node's netns"))?,
+            crun,
+            config,
+            running: Mutex::default(),
+        };
         host.remove_leftovers().await;
         Ok(Self { host: Arc::new(host) })
     }
@@ -152,7 +157,13 @@ impl ContainerRuntime {
     /// What this host enforces.
     pub fn enforcement(&self) -> Enforcement {
         let mode = self.host.crun.mode;
-        Enforcement { cgroups: mode, memory: mode.limits(), pids: mode.limits(), timeout: true, memory_metering: mode.limits() }
+        Enforcement {
+            cgroups: mode,
+            memory: mode.limits(),
+            pids: mode.limits(),
+            timeout: true,
+            memory_metering: mode.limits(),
+        }
     }
 
     /// A replica set for one revision, at zero until its target is set. `ended` is told of

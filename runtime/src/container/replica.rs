@@ -51,10 +51,16 @@ fn now_ms() -> u64 {
 }
 
 /// Starts replica `id` and waits for it to listen. On failure nothing is left running.
-pub(crate) async fn start(host: &Arc<Host>, spec: &ContainerSpec, id: String, logs: &Arc<LogBuffer>) -> Result<Started, String> {
+pub(crate) async fn start(
+    host: &Arc<Host>,
+    spec: &ContainerSpec,
+    id: String,
+    logs: &Arc<LogBuffer>,
+) -> Result<Started, String> {
     let bundle = host.config.bundles.join(&id);
     let cgroup = format!("{}/{id}", host.config.cgroup_parent);
-    let resources = Resources { memory_bytes: spec.limits.memory_bytes, pids: host.config.pids_limit, cgroup: cgroup.clone() };
+    let resources =
+        Resources { memory_bytes: spec.limits.memory_bytes, pids: host.config.pids_limit, cgroup: cgroup.clone() };
     let config = bundle::config(spec, &id, host.crun.mode, &resources);
     let write = async {
         tokio::fs::create_dir_all(&bundle).await?;

@@ -307,16 +307,16 @@ impl Inner {
         strip_hop_by_hop(&mut parts.headers);
         parts.uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
         parts.version = http::Version::HTTP_11;
-        let mut sender = replica.sender(&self.host).await.map_err(InvokeError::Guest)?;
+        let mut sender = replica.sender(&self.host).await.map_err(InvokeError::Upstream)?;
         let response = match sender.send_request(http::Request::from_parts(parts, Full::new(body))).await {
             Ok(response) => response,
-            Err(e) => return Err(InvokeError::Guest(replica.failure_after(&e.to_string()).await)),
+            Err(e) => return Err(InvokeError::Upstream(replica.failure_after(&e.to_string()).await)),
         };
         let (mut parts, body) = response.into_parts();
         let body = match read_within(&http::HeaderMap::new(), body, limits.max_response_body).await {
             Ok(body) => body,
             Err(BodyError::TooLarge { limit }) => return Err(InvokeError::ResponseTooLarge { limit }),
-            Err(e) => return Err(InvokeError::Guest(replica.failure_after(&e.to_string()).await)),
+            Err(e) => return Err(InvokeError::Upstream(replica.failure_after(&e.to_string()).await)),
         };
         replica.put_back(sender);
         strip_hop_by_hop(&mut parts.headers);

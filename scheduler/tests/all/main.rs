@@ -28,7 +28,8 @@ async fn node() -> Node {
     .unwrap();
     let mut registry = Registry::default();
     let config = SchedulerConfig::new(dir.path());
-    let scheduler = Scheduler::new(config, wasm, Err("not in these tests".into()), ledger.clone(), &mut registry).await.unwrap();
+    let scheduler =
+        Scheduler::new(config, wasm, Err("not in these tests".into()), ledger.clone(), &mut registry).await.unwrap();
     Node { scheduler, registry, ledger, _dir: dir }
 }
 

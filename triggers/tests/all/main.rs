@@ -37,8 +37,15 @@ impl Node {
         )
         .unwrap();
         let mut registry = Registry::default();
-        let scheduler =
-            Scheduler::new(SchedulerConfig::new(dir.path()), wasm, Err("not in these tests".into()), ledger.clone(), &mut registry).await.unwrap();
+        let scheduler = Scheduler::new(
+            SchedulerConfig::new(dir.path()),
+            wasm,
+            Err("not in these tests".into()),
+            ledger.clone(),
+            &mut registry,
+        )
+        .await
+        .unwrap();
         for f in ["events", "echo"] {
             if !scheduler.exists(f) {
                 scheduler.deploy(f, &[], wisp_testkit::wasm(f).into()).await.unwrap();

@@ -44,9 +44,11 @@ pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<(
             "REQ-BYTES",
             "RESP-BYTES",
             "PEAK-MEM",
-            "EVENT",
+            "RUNTIME",
+            "REPLICA-S",
         ]);
         for s in &usage.summary {
+            let runtimes: Vec<&str> = s.by_runtime.keys().map(String::as_str).collect();
             let avg = match s.invocations {
                 0 => "-".to_owned(),
                 n => (s.wall_us_total / n).to_string(),
@@ -62,6 +64,8 @@ pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<(
                 human::size(s.request_bytes),
                 human::size(s.response_bytes),
                 human::size(s.peak_memory_bytes_max),
+                if runtimes.is_empty() { "-".to_owned() } else { runtimes.join(",") },
+                if s.replica_ms == 0 { "-".to_owned() } else { format!("{:.1}", s.replica_ms as f64 / 1000.0) },
             ]);
         }
         text.push_str(&t.render(""));
@@ -78,6 +82,7 @@ pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<(
             "OUTCOME",
             "STATUS",
             "COLD",
+            "RUNTIME",
             "WALL-US",
             "REQ-BYTES",
             "RESP-BYTES",
@@ -97,6 +102,7 @@ pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<(
                 r.outcome.to_string(),
                 if r.status == 0 { "-".to_owned() } else { r.status.to_string() },
                 if r.cold { "yes" } else { "no" }.to_owned(),
+                r.runtime.to_string(),
                 r.wall_us.to_string(),
                 human::size(r.request_bytes),
                 human::size(r.response_bytes),

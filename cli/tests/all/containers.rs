@@ -262,3 +262,54 @@ fn fifty_replicas_of_one_function_and_wasm_beside_them() {
     node.wait_for(Duration::from_secs(30), "containers stopped", |_| bundles(dir.path()) == 0);
     stop(node, dir.path());
 }
+
+#[test]
+fn a_replica_is_held_to_its_memory_limit_and_a_crashed_node_leaves_nothing_behind() {
+    let dir = tempdir();
+    let mut node = node(dir.path(), &[]);
+    let enforced = node.metric("wisp_container_limit_enforced{limit=\"memory\"}") == 1.0;
+    // A CGI script that allocates 96 MiB in one buffer (busybox dd's block), under a 32 MiB limit.
+    let hog = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\ndd if=/dev/zero of=/dev/null bs=96M count=1 2>/dev/null && echo allocated\necho end\n";
+    let image = busybox(&["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]).layer(vec![
+        Entry::Dir { path: "www/cgi-bin".into() },
+        Entry::File { path: "www/cgi-bin/hog".into(), bytes: hog.into(), mode: 0o755 },
+    ]);
+    let path = dir.path().join("hog.tar");
+    image.write_archive(&path).unwrap();
+    wisp_ok(&node, &["image", "import", path.to_str().unwrap(), "--name", "hog"]);
+    wisp_ok(&node, &["deploy", "hog", "--image", "hog", "--memory", "32Mi"]);
+    let resp = node.get("/fn/hog/cgi-bin/hog");
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(resp.body.contains("end"), "{}", resp.body);
+    // Where the host has cgroups (this one does: v1 or v2), the allocation is refused.
+    assert_eq!(!resp.body.contains("allocated"), enforced, "enforced={enforced}: {}", resp.body);
+    let records = usage_records(&node, "hog");
+    assert!(records[0]["peak_memory_bytes"].as_u64().unwrap() <= 32 << 20, "{records:?}");
+
+    // A node killed outright leaves its replica running; its next start deletes it.
+    let replicas = children(node.pid());
+    assert_eq!(replicas.len(), 1, "{replicas:?}");
+    node.kill();
+    assert!(alive(replicas[0]), "the replica went with the node");
+    let node = self::node(dir.path(), &[]);
+    assert!(!alive(replicas[0]), "a stale replica survived the restart");
+    assert_eq!(node.get("/fn/hog/").status, 200);
+    stop(node, dir.path());
+}
+
+/// Running processes whose parent is `pid` (a node's replicas: it is their subreaper).
+fn children(pid: u32) -> Vec<u32> {
+    let stats = std::fs::read_dir("/proc").unwrap().flatten().filter_map(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == pid).then(|| e.file_name().to_str()?.parse().ok()).flatten()
+    });
+    stats.filter(|p| alive(*p)).collect()
+}
+
+/// Whether `pid` runs (a zombie nobody reaped does not count).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}

@@ -15,7 +15,10 @@ pub use host::CgroupMode;
 pub use set::{ReplicaEnded, ReplicaSet};
 
 use host::{Crun, Netns};
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +118,12 @@ pub(crate) struct Host {
     pub(crate) crun: Crun,
     pub(crate) netns: Netns,
     pub(crate) running: Mutex<Vec<Tracked>>,
+    /// crun processes running now (tokio reaps them; the stray reaper must not).
+    commands: Mutex<HashSet<i32>>,
+    /// Replica starts in progress on the node.
+    pub(crate) starting: AtomicUsize,
+    /// Set by shutdown: no replica starts after it.
+    pub(crate) closed: AtomicBool,
 }
 
 /// The node's container runtime. Cheap to clone.
@@ -149,9 +158,14 @@ impl ContainerRuntime {
             crun,
             config,
             running: Mutex::default(),
+            commands: Mutex::default(),
+            starting: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         };
         host.remove_leftovers().await;
-        Ok(Self { host: Arc::new(host) })
+        let host = Arc::new(host);
+        tokio::spawn(reap_strays_every_second(Arc::downgrade(&host)));
+        Ok(Self { host })
     }
 
     /// What this host enforces.
@@ -185,6 +199,12 @@ impl ContainerRuntime {
     /// Stops every container of the node: SIGTERM, the grace period, then SIGKILL. For node
     /// shutdown, after requests have drained.
     pub async fn shutdown(&self) {
+        // Starts under way finish (or fail) first, so none leaves a container behind.
+        self.host.closed.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + self.host.config.ready_timeout + Duration::from_secs(5);
+        while self.host.starting.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let pids: Vec<i32> = self.host.running.lock().unwrap().iter().map(|t| t.pid).collect();
         for &pid in &pids {
             host::kill(pid, libc::SIGTERM);
@@ -205,14 +225,69 @@ impl ContainerRuntime {
     }
 }
 
+/// The node's stray reaper: crun's intermediate processes exit orphaned to the node.
+async fn reap_strays_every_second(host: std::sync::Weak<Host>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(host) = host.upgrade() else { return };
+        let _ = tokio::task::spawn_blocking(move || host.reap_strays()).await;
+    }
+}
+
 impl Host {
+    /// Runs a crun command to its end. Its pid is known while it runs, so the stray reaper
+    /// leaves it to tokio.
+    pub(crate) async fn crun(&self, command: &mut tokio::process::Command) -> std::io::Result<Output> {
+        let child = command.spawn()?;
+        let pid = child.id().map(|p| p as i32);
+        if let Some(pid) = pid {
+            self.commands.lock().unwrap().insert(pid);
+        }
+        let output = child.wait_with_output().await;
+        if let Some(pid) = pid {
+            self.commands.lock().unwrap().remove(&pid);
+        }
+        output
+    }
+
+    /// `crun delete -f`: kills what is left of a container and forgets it.
+    pub(crate) async fn delete(&self, id: &str) {
+        let mut command = self.crun.command();
+        command.args(["delete", "-f", id]).stdout(Stdio::null()).stderr(Stdio::null());
+        let _ = self.crun(&mut command).await;
+    }
+
+    /// Reaps exited children that are neither replicas (their watchers reap those) nor crun
+    /// commands in progress: `crun run -d`'s intermediate process is orphaned to the node and
+    /// would stay a zombie. Reads `/proc/self/task/*/children`: a few small in-kernel reads.
+    fn reap_strays(&self) {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+        let mut children = Vec::new();
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                children.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            }
+        }
+        let running: HashSet<i32> = self.running.lock().unwrap().iter().map(|t| t.pid).collect();
+        let commands = self.commands.lock().unwrap().clone();
+        for pid in children.into_iter().filter(|p| !running.contains(p) && !commands.contains(p)) {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')));
+            if zombie {
+                // SAFETY: waitpid on a zombie child no one else waits for.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            }
+        }
+    }
+
     /// Deletes every container in this node's crun state directory, and stale bundles.
     async fn remove_leftovers(&self) {
-        let listed = self.crun.command().args(["list", "-q"]).output().await;
+        let listed = self.crun(self.crun.command().args(["list", "-q"]).stdout(Stdio::piped())).await;
         if let Ok(out) = listed {
             for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
                 tracing::info!(container = id, "deleting a container left by an earlier run");
-                let _ = self.crun.command().args(["delete", "-f", id]).output().await;
+                self.delete(id).await;
             }
         }
         if let Ok(entries) = std::fs::read_dir(&self.config.bundles) {

@@ -57,6 +57,7 @@ pub(crate) async fn start(
     id: String,
     logs: &Arc<LogBuffer>,
 ) -> Result<Started, String> {
+    let _starting = Starting::enter(host)?;
     let bundle = host.config.bundles.join(&id);
     let cgroup = format!("{}/{id}", host.config.cgroup_parent);
     let resources =
@@ -74,9 +75,8 @@ pub(crate) async fn start(
     let write2 = write.try_clone().map_err(|e| format!("creating the log pipe: {e}"))?;
     spawn_log_reader(read, logs.clone());
     let crun_log = bundle.join("crun.log");
-    let status = host
-        .crun
-        .command()
+    let mut command = host.crun.command();
+    command
         .arg(format!("--log=file:{}", crun_log.display()))
         .args(["run", "-d", "--pid-file"])
         .arg(bundle.join("pid"))
@@ -84,9 +84,8 @@ pub(crate) async fn start(
         .arg(&bundle)
         .arg(&id)
         .stdout(write)
-        .stderr(write2)
-        .status()
-        .await;
+        .stderr(write2);
+    let status = host.crun(&mut command).await.map(|out| out.status);
     let failed = |why: String| {
         let bundle = bundle.clone();
         async move {
@@ -99,7 +98,7 @@ pub(crate) async fn start(
         Ok(s) => {
             let log = tokio::fs::read_to_string(&crun_log).await.unwrap_or_default();
             let log = log.lines().last().unwrap_or("").trim().to_string();
-            let _ = host.crun.command().args(["delete", "-f", &id]).output().await;
+            host.delete(&id).await;
             return failed(format!("crun run failed ({s}): {log}")).await;
         }
         Err(e) => return failed(format!("running crun: {e}")).await,
@@ -116,7 +115,7 @@ pub(crate) async fn start(
     let (pid, pidfd, netns) = match opened {
         Ok(opened) => opened,
         Err(why) => {
-            let _ = host.crun.command().args(["delete", "-f", &id]).output().await;
+            host.delete(&id).await;
             return failed(why).await;
         }
     };
@@ -152,10 +151,30 @@ pub(crate) async fn start(
     }
 }
 
+/// A replica start in progress, counted so node shutdown waits for it.
+struct Starting<'a>(&'a Host);
+
+impl<'a> Starting<'a> {
+    fn enter(host: &'a Host) -> Result<Self, String> {
+        host.starting.fetch_add(1, Ordering::SeqCst);
+        let starting = Starting(host);
+        if host.closed.load(Ordering::SeqCst) {
+            return Err("the node is shutting down".to_string());
+        }
+        Ok(starting)
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.0.starting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Removes a replica's crun state and bundle, and forgets its process.
 pub(crate) async fn cleanup(host: &Arc<Host>, id: &str) {
     host.running.lock().unwrap().retain(|t| t.id != id);
-    let _ = host.crun.command().args(["delete", "-f", id]).output().await;
+    host.delete(id).await;
     let _ = tokio::fs::remove_dir_all(host.config.bundles.join(id)).await;
 }
 

@@ -141,9 +141,13 @@ async fn housekeeping(inner: Arc<Inner>) {
             _ = backoff => {}
             _ = sample.tick() => {
                 let ready = inner.state.lock().unwrap().ready.clone();
-                for replica in ready {
-                    replica.sample_memory();
-                }
+                // Small in-kernel reads, but reads: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || {
+                    for replica in ready {
+                        replica.sample_memory();
+                    }
+                })
+                .await;
             }
         }
     }

@@ -313,8 +313,8 @@ fn report_containers(containers: &Result<ContainerRuntime, String>, registry: &m
                 enforced.get_or_create(&vec![("limit".to_string(), limit.to_string())]).set(on as i64);
             }
             println!(
-                "wisp: containers: crun, cgroups {:?}: memory limit {}, pids limit {}, request timeout enforced",
-                e.cgroups,
+                "wisp: containers: crun, {}: memory limit {}, pids limit {}, request timeout enforced",
+                e.cgroups.describe(),
                 word(e.memory),
                 word(e.pids)
             );

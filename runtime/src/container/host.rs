@@ -46,6 +46,16 @@ impl CgroupMode {
         }
     }
 
+    /// How `wisp up` names the mode.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CgroupMode::Unified => "cgroup v2",
+            CgroupMode::Hybrid => "hybrid cgroups (crun runs in a private mount namespace and uses v1)",
+            CgroupMode::Legacy => "cgroup v1",
+            CgroupMode::Unavailable => "no cgroups",
+        }
+    }
+
     /// Whether per-container memory and pids limits are enforced.
     pub fn limits(self) -> bool {
         !matches!(self, CgroupMode::Unavailable)

@@ -239,11 +239,14 @@ impl Host {
     /// Runs a crun command to its end. Its pid is known while it runs, so the stray reaper
     /// leaves it to tokio.
     pub(crate) async fn crun(&self, command: &mut tokio::process::Command) -> std::io::Result<Output> {
-        let child = command.spawn()?;
-        let pid = child.id().map(|p| p as i32);
-        if let Some(pid) = pid {
-            self.commands.lock().unwrap().insert(pid);
-        }
+        // Spawned under the lock the reaper sweeps under: it never sees this child untracked.
+        let (child, pid) = {
+            let mut commands = self.commands.lock().unwrap();
+            let child = command.spawn()?;
+            let pid = child.id().map(|p| p as i32);
+            commands.extend(pid);
+            (child, pid)
+        };
         let output = child.wait_with_output().await;
         if let Some(pid) = pid {
             self.commands.lock().unwrap().remove(&pid);
@@ -270,7 +273,7 @@ impl Host {
             }
         }
         let running: HashSet<i32> = self.running.lock().unwrap().iter().map(|t| t.pid).collect();
-        let commands = self.commands.lock().unwrap().clone();
+        let commands = self.commands.lock().unwrap();
         for pid in children.into_iter().filter(|p| !running.contains(p) && !commands.contains(p)) {
             let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')));

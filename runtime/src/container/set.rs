@@ -116,7 +116,9 @@ async fn housekeeping(inner: Arc<Inner>) {
             let waiting = state.backoff_until.filter(|t| *t > now);
             let room = inner.host.config.max_parallel_starts.saturating_sub(state.starting);
             let wanted = target.saturating_sub(state.ready.len() + state.starting);
-            let starts = if waiting.is_some() { 0 } else { wanted.min(room) };
+            // Nothing starts once the node is shutting down.
+            let closing = inner.host.closed.load(Ordering::Relaxed);
+            let starts = if waiting.is_some() || closing { 0 } else { wanted.min(room) };
             state.starting += starts;
             (starts, stops, state.closed && state.ready.is_empty() && state.starting == 0, waiting)
         };
@@ -191,7 +193,7 @@ async fn watch_exit(
     let _ = pidfd.readable().await;
     let status = super::host::reap(std::os::fd::AsFd::as_fd(pidfd.get_ref()));
     let _ = exited.send(Some(status.clone()));
-    let expected = replica.draining.load(Ordering::Relaxed);
+    let expected = replica.draining.load(Ordering::Relaxed) || inner.host.closed.load(Ordering::Relaxed);
     {
         let mut state = inner.state.lock().unwrap();
         state.ready.retain(|r| !Arc::ptr_eq(r, &replica));

@@ -198,6 +198,8 @@ pub struct ReplicaUsage {
     pub start_ms: u64,
     /// Unix time in milliseconds when it stopped. An end before the start counts as no time.
     pub end_ms: u64,
+    /// CPU time the replica used (its cgroup's), milliseconds; 0 where the host has no cgroups.
+    pub cpu_ms: u64,
 }
 
 #[cfg(test)]

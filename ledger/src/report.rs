@@ -56,6 +56,8 @@ pub struct UsageSummary {
     pub by_runtime: BTreeMap<String, u64>,
     /// Replica lifetimes summed (stop minus start of each stopped replica), milliseconds.
     pub replica_ms: u64,
+    /// CPU time of those replicas summed (from their cgroups), milliseconds.
+    pub replica_cpu_ms: u64,
 }
 
 /// One stored usage record.
@@ -158,12 +160,12 @@ fn summary_sql(filter: &str) -> String {
     )
 }
 
-/// Replica time per function (`?1`: function or NULL), off the covering index on
-/// (function, start_ms, end_ms): the table itself is never read. An end before its start
-/// counts as no time.
+/// Replica time and CPU time per function (`?1`: function or NULL), off the covering index on
+/// (function, start_ms, end_ms, cpu_ms): the table itself is never read. An end before its
+/// start counts as no time.
 fn replica_sql(filter: &str) -> String {
     format!(
-        "SELECT function, SUM(MAX(end_ms - start_ms, 0))
+        "SELECT function, SUM(MAX(end_ms - start_ms, 0)), SUM(cpu_ms)
          FROM replica_usage WHERE {filter} GROUP BY function ORDER BY function"
     )
 }
@@ -204,9 +206,10 @@ pub(crate) fn report(conn: &mut Connection, query: &UsageQuery) -> rusqlite::Res
             s.peak_memory_bytes_max = s.peak_memory_bytes_max.max(u64_at(r, 10)?);
         }
     }
-    let replicas: Vec<(String, u64)> = {
+    let replicas: Vec<(String, u64, u64)> = {
         let mut stmt = tx.prepare_cached(&replica_sql(filter))?;
-        stmt.query_map(params![query.function], |r| Ok((r.get(0)?, u64_at(r, 1)?)))?.collect::<Result<_, _>>()?
+        let rows = stmt.query_map(params![query.function], |r| Ok((r.get(0)?, u64_at(r, 1)?, u64_at(r, 2)?)))?;
+        rows.collect::<Result<_, _>>()?
     };
     if !replicas.is_empty() {
         summary = merge_replicas(summary, replicas);
@@ -241,16 +244,17 @@ pub(crate) fn report(conn: &mut Connection, query: &UsageQuery) -> rusqlite::Res
 /// Sets each function's replica time, adding the functions that have only replica time. Both
 /// lists are ordered by function (SQLite's BINARY order, which is `String`'s byte order), and
 /// so is the result.
-fn merge_replicas(summary: Vec<UsageSummary>, replicas: Vec<(String, u64)>) -> Vec<UsageSummary> {
+fn merge_replicas(summary: Vec<UsageSummary>, replicas: Vec<(String, u64, u64)>) -> Vec<UsageSummary> {
     let mut merged = Vec::with_capacity(summary.len() + replicas.len());
     let mut invoked = summary.into_iter().peekable();
-    for (function, replica_ms) in replicas {
+    for (function, replica_ms, replica_cpu_ms) in replicas {
         merged.extend(std::iter::from_fn(|| invoked.next_if(|s| s.function < function)));
         let mut s = match invoked.next_if(|s| s.function == function) {
             Some(s) => s,
             None => UsageSummary { function, ..UsageSummary::default() },
         };
         s.replica_ms = replica_ms;
+        s.replica_cpu_ms = replica_cpu_ms;
         merged.push(s);
     }
     merged.extend(invoked);
@@ -306,7 +310,7 @@ mod tests {
         let invoked = |f: &str, n: u64| UsageSummary { function: f.into(), invocations: n, ..UsageSummary::default() };
         let merged = merge_replicas(
             vec![invoked("b", 1), invoked("d", 2)],
-            vec![("a".into(), 10), ("b".into(), 20), ("c".into(), 30), ("e".into(), 40)],
+            vec![("a".into(), 10, 1), ("b".into(), 20, 2), ("c".into(), 30, 3), ("e".into(), 40, 4)],
         );
         let got: Vec<_> = merged.iter().map(|s| (s.function.as_str(), s.invocations, s.replica_ms)).collect();
         assert_eq!(got, [("a", 0, 10), ("b", 1, 20), ("c", 0, 30), ("d", 2, 0), ("e", 0, 40)]);

@@ -98,9 +98,10 @@ const MIGRATIONS: &[M<'static>] = &[
             revision INTEGER NOT NULL,
             replica TEXT NOT NULL,
             start_ms INTEGER NOT NULL,
-            end_ms INTEGER NOT NULL
+            end_ms INTEGER NOT NULL,
+            cpu_ms INTEGER NOT NULL DEFAULT 0
          );
-         CREATE INDEX replica_usage_function ON replica_usage (function, start_ms, end_ms);",
+         CREATE INDEX replica_usage_function ON replica_usage (function, start_ms, end_ms, cpu_ms);",
     ),
 ];
 

@@ -195,10 +195,12 @@ fn commit(conn: &mut Connection, records: &[UsageRecord], replicas: &[ReplicaUsa
     }
     if !replicas.is_empty() {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO replica_usage (function, revision, replica, start_ms, end_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO replica_usage (function, revision, replica, start_ms, end_ms, cpu_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for r in replicas {
-            insert.execute(params![&*r.function, int(r.revision), &*r.replica, int(r.start_ms), int(r.end_ms)])?;
+            let times = (int(r.start_ms), int(r.end_ms), int(r.cpu_ms));
+            insert.execute(params![&*r.function, int(r.revision), &*r.replica, times.0, times.1, times.2])?;
         }
     }
     tx.commit()

@@ -246,6 +246,7 @@ impl Scheduler {
                 replica: ended.id.into(),
                 start_ms: ended.start_ms,
                 end_ms: ended.end_ms,
+                cpu_ms: ended.cpu_ms,
             }))
         })
     }

@@ -65,7 +65,10 @@ pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<(
                 human::size(s.response_bytes),
                 human::size(s.peak_memory_bytes_max),
                 if runtimes.is_empty() { "-".to_owned() } else { runtimes.join(",") },
-                if s.replica_ms == 0 { "-".to_owned() } else { format!("{:.1}", s.replica_ms as f64 / 1000.0) },
+                match (s.replica_ms, s.replica_cpu_ms) {
+                    (0, _) => "-".to_owned(),
+                    (up, cpu) => format!("{:.1} (cpu {:.1})", up as f64 / 1000.0, cpu as f64 / 1000.0),
+                },
             ]);
         }
         text.push_str(&t.render(""));

@@ -105,6 +105,8 @@ fn an_image_is_imported_deployed_invoked_scaled_to_zero_and_redeployed() {
         let usage = n.get("/v1/usage?function=web").json();
         usage["summary"][0]["replica_ms"].as_u64().unwrap_or(0) > 0
     });
+    // CPU time from the replica's cgroup (a few ms for an idle httpd; 0 without cgroups).
+    assert!(node.get("/v1/usage?function=web").json()["summary"][0]["replica_cpu_ms"].is_u64());
     let again = node.get("/fn/web/");
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(usage_records(&node, "web")[0]["cold"], true);

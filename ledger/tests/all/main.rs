@@ -71,7 +71,8 @@ fn record(function: &str, source: Source, start_ms: u64, outcome: Outcome, n: u6
 }
 
 fn replica(function: &str, replica: &str, start_ms: u64, end_ms: u64) -> ReplicaUsage {
-    ReplicaUsage { function: Arc::from(function), revision: 1, replica: Arc::from(replica), start_ms, end_ms }
+    let cpu_ms = end_ms.saturating_sub(start_ms) / 10;
+    ReplicaUsage { function: Arc::from(function), revision: 1, replica: Arc::from(replica), start_ms, end_ms, cpu_ms }
 }
 
 /// The summary computed the slow way, from the records themselves.
@@ -557,6 +558,7 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
             by_source: BTreeMap::from([("http".to_string(), 10)]),
             by_runtime: BTreeMap::from([("container".to_string(), 10)]),
             replica_ms: 60_000,
+            replica_cpu_ms: 1_500,
         }],
         records: vec![StoredUsage {
             id: 42,
@@ -583,7 +585,8 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
             "summary": [{ "function": "hello", "invocations": 10, "cold_starts": 1, "ok": 9, "failed": 1,
                           "wall_us_total": 1234, "request_bytes": 0, "response_bytes": 170,
                           "peak_memory_bytes_max": 1114112, "by_source": { "http": 10 },
-                          "by_runtime": { "container": 10 }, "replica_ms": 60000 }],
+                          "by_runtime": { "container": 10 }, "replica_ms": 60000,
+                          "replica_cpu_ms": 1500 }],
             "records": [{ "id": 42, "function": "hello", "revision": 3, "source": "http",
                           "start_ms": 1763780000000u64, "wall_us": 61, "cold": false,
                           "peak_memory_bytes": 1114112, "outcome": "ok", "request_bytes": 0,
@@ -811,7 +814,12 @@ async fn replica_time_is_summed_per_function_with_the_filter() {
     assert_eq!(totals, [("aardvark", 0, 100_000), ("middle", 10, 3_500), ("zebra", 0, HOUR_MS)]);
     assert_eq!(
         report.summary[0],
-        UsageSummary { function: "aardvark".into(), replica_ms: 100_000, ..UsageSummary::default() }
+        UsageSummary {
+            function: "aardvark".into(),
+            replica_ms: 100_000,
+            replica_cpu_ms: 10_000,
+            ..UsageSummary::default()
+        }
     );
     // Replica lifetimes are not invocations.
     assert_eq!(report.records.len(), 10);
@@ -822,7 +830,12 @@ async fn replica_time_is_summed_per_function_with_the_filter() {
     let zebra = ledger.report(UsageQuery { function: Some("zebra".into()), limit: 10 }).await.unwrap();
     assert_eq!(
         zebra.summary,
-        [UsageSummary { function: "zebra".into(), replica_ms: HOUR_MS, ..UsageSummary::default() }]
+        [UsageSummary {
+            function: "zebra".into(),
+            replica_ms: HOUR_MS,
+            replica_cpu_ms: HOUR_MS / 10,
+            ..UsageSummary::default()
+        }]
     );
     assert!(zebra.records.is_empty());
     let middle = ledger.report(UsageQuery { function: Some("middle".into()), limit: 0 }).await.unwrap();

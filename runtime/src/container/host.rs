@@ -65,6 +65,17 @@ impl CgroupMode {
         if self.limits() { "--cgroup-manager=cgroupfs" } else { "--cgroup-manager=disabled" }
     }
 
+    /// Where a container's CPU time is readable (v2 `cpu.stat` in µs, v1 `cpuacct.usage` in ns).
+    pub(crate) fn cpu_file(self, cgroup: &str) -> Option<PathBuf> {
+        match self {
+            CgroupMode::Unified => Some(format!("/sys/fs/cgroup{cgroup}/cpu.stat").into()),
+            CgroupMode::Hybrid | CgroupMode::Legacy => {
+                Some(format!("/sys/fs/cgroup/cpuacct{cgroup}/cpuacct.usage").into())
+            }
+            CgroupMode::Unavailable => None,
+        }
+    }
+
     /// Where a container's peak memory is readable, for a cgroups path under the hierarchy.
     pub(crate) fn memory_peak_file(self, cgroup: &str) -> Option<PathBuf> {
         match self {

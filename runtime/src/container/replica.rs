@@ -35,6 +35,7 @@ pub(crate) struct Replica {
     /// How the container exited, once it has.
     exited: watch::Receiver<Option<String>>,
     memory_peak_file: Option<PathBuf>,
+    cpu_file: Option<PathBuf>,
     /// Highest memory use seen (sampled), bytes.
     pub(crate) memory_peak: AtomicU64,
 }
@@ -132,6 +133,7 @@ pub(crate) async fn start(
         idle: Mutex::new(Vec::new()),
         exited,
         memory_peak_file: host.crun.mode.memory_peak_file(&cgroup),
+        cpu_file: host.crun.mode.cpu_file(&cgroup),
         memory_peak: AtomicU64::new(0),
     });
     let started = Started { replica, pidfd, exited: exited_tx };
@@ -279,6 +281,16 @@ impl Replica {
     pub(crate) fn signal(&self, signal: i32) {
         if !self.has_exited() {
             host::kill(self.pid, signal);
+        }
+    }
+
+    /// CPU time the container used, from its cgroup (read after it exited, before crun
+    /// deletes the cgroup); 0 where the host has none.
+    pub(crate) fn cpu_ms(&self) -> u64 {
+        let Some(Ok(text)) = self.cpu_file.as_ref().map(std::fs::read_to_string) else { return 0 };
+        match text.lines().find_map(|l| l.strip_prefix("usage_usec ")) {
+            Some(usec) => usec.trim().parse::<u64>().map_or(0, |u| u / 1000),
+            None => text.trim().parse::<u64>().map_or(0, |ns| ns / 1_000_000),
         }
     }
 

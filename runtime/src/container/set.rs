@@ -22,6 +22,8 @@ pub struct ReplicaEnded {
     pub start_ms: u64,
     /// Unix milliseconds when it stopped.
     pub end_ms: u64,
+    /// CPU time it used (its cgroup's), milliseconds; 0 where the host has no cgroups.
+    pub cpu_ms: u64,
 }
 
 #[derive(Default)]
@@ -202,8 +204,12 @@ async fn watch_exit(
         tracing::warn!(container = %replica.id, "replica exited unexpectedly ({status}); replacing it");
         inner.logs.append(format!("[wisp] replica {} exited ({status}); replacing it\n", replica.id).as_bytes());
     }
+    let end_ms = now_ms();
+    // Read before cleanup: `crun delete` removes the cgroup.
+    let measured = replica.clone();
+    let cpu_ms = tokio::task::spawn_blocking(move || measured.cpu_ms()).await.unwrap_or(0);
     replica::cleanup(&inner.host, &replica.id).await;
-    (inner.ended)(ReplicaEnded { id: replica.id.clone(), start_ms: replica.started_ms, end_ms: now_ms() });
+    (inner.ended)(ReplicaEnded { id: replica.id.clone(), start_ms: replica.started_ms, end_ms, cpu_ms });
     inner.capacity.notify_waiters();
     inner.changed.notify_one();
 }

@@ -52,6 +52,7 @@ use wisp_triggers::TriggerSpec;
 
 /// One manifest, validated, defaulted and mapped onto Wisp's model.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant, reason = "a handful per apply; boxing would only burden every match")]
 pub enum Object {
     /// A Knative `Service`.
     Service(ServiceSpec),

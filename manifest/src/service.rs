@@ -74,14 +74,10 @@ const POD_DISALLOWED: &[&str] = &[
 ];
 /// Container fields Knative accepts and Wisp cannot honour (`readinessProbe` is looked at apart).
 const CONTAINER_UNSUPPORTED: &[&str] = &[
-    "args",
-    "command",
-    "workingDir",
     "envFrom",
     "imagePullPolicy",
     "livenessProbe",
     "startupProbe",
-    "ports",
     "securityContext",
     "terminationMessagePath",
     "terminationMessagePolicy",
@@ -90,6 +86,9 @@ const CONTAINER_UNSUPPORTED: &[&str] = &[
 /// Container fields Kubernetes has and Knative's `ContainerMask` refuses.
 const CONTAINER_DISALLOWED: &[&str] =
     &["lifecycle", "stdin", "stdinOnce", "tty", "volumeDevices", "resizePolicy", "restartPolicy", "restartPolicyRules"];
+
+/// Ports Knative's own components listen on (k8s_validation.go `reservedPorts`).
+const RESERVED_PORTS: &[i64] = &[8012, 8013, 8022, 9090, 9091];
 
 /// Service annotations whose behaviour (a gradual rollout) Wisp does not have.
 const SERVICE_UNSUPPORTED_ANNOTATIONS: &[&str] = &["serving.knative.dev/rollout-duration"];
@@ -246,6 +245,24 @@ fn container(mut c: Obj<'_>, settings: &mut Settings, errs: &mut FieldErrors) ->
     if let Some(entries) = c.array("env", errs) {
         settings.env = env(entries, errs);
     }
+    if let Some(entries) = c.array("ports", errs) {
+        settings.port = ports(entries, &c.at("ports"), errs);
+    }
+    if let Some(command) = c.strings("command", errs) {
+        settings.command = command.into_iter().map(|(_, s)| s.to_string()).collect();
+    }
+    if let Some(args) = c.strings("args", errs) {
+        settings.args = args.into_iter().map(|(_, s)| s.to_string()).collect();
+    }
+    if let Some(dir) = c.str("workingDir", errs)
+        && !dir.is_empty()
+    {
+        if dir.starts_with('/') {
+            settings.working_dir = Some(dir.to_string());
+        } else {
+            errs.invalid_details(dir, c.at("workingDir"), "Wisp needs an absolute path");
+        }
+    }
     if let Some(mut r) = c.object("resources", errs) {
         if let Some(mut limits) = r.object("limits", errs) {
             if let Some((text, path)) = quantity(&mut limits, "memory", errs) {
@@ -289,6 +306,60 @@ fn container(mut c: Obj<'_>, settings: &mut Settings, errs: &mut FieldErrors) ->
     }
     c.finish(&Rules { unsupported: CONTAINER_UNSUPPORTED, disallowed: CONTAINER_DISALLOWED, ..Rules::default() }, errs);
     image
+}
+
+/// `ports` (validateContainersPorts, validateContainerPorts): at most one, its `containerPort`
+/// in range and not reserved, `name` empty, `http1` or `h2c`, `protocol` TCP. Returns the port (0:
+/// the default). Paths are Knative's, which name the field without an index.
+fn ports(entries: Vec<(String, &Value)>, path: &str, errs: &mut FieldErrors) -> u16 {
+    let Some((first_path, first)) = entries.first() else { return 0 };
+    if entries.len() > 1 {
+        let star = path.replace("containers[0]", "containers[*]");
+        errs.add_details(
+            "more than one container port is set",
+            star,
+            "Only a single port is allowed across all containers",
+        );
+    }
+    let Some(mut p) = Obj::new(first, first_path, errs) else { return 0 };
+    let at = |key: &str| join(path, key);
+    let mut port = 0;
+    if let Some(n) = p.int("containerPort", errs) {
+        if RESERVED_PORTS.contains(&n) {
+            errs.invalid_details(
+                format!("{n} is a reserved port"),
+                at("containerPort"),
+                format!("{n} is a reserved port, please use a different value"),
+            );
+        } else if !(0..=65535).contains(&n) {
+            errs.out_of_bounds(n, 0, 65535, at("containerPort"));
+        } else {
+            port = n as u16;
+        }
+    }
+    if let Some(protocol) = p.str("protocol", errs)
+        && !protocol.is_empty()
+        && protocol != "TCP"
+    {
+        errs.invalid(protocol, at("protocol"));
+    }
+    match p.str("name", errs).unwrap_or_default() {
+        "" | "http1" => {}
+        "h2c" => errs.unsupported_details(at("name"), "Wisp speaks HTTP/1.1 to containers"),
+        other => errs.add_details(
+            format!("Port name {other} is not allowed"),
+            path,
+            "Name must be empty, or one of: 'h2c', 'http1'",
+        ),
+    }
+    // ContainerPortMask's disallowed fields keep Knative's path too.
+    for key in ["hostIP", "hostPort"] {
+        if p.get(key).is_some_and(|v| !crate::walk::is_empty(v)) {
+            errs.disallowed(at(key));
+        }
+    }
+    p.finish(&Rules::default(), errs);
+    port
 }
 
 /// A quantity field: Kubernetes takes a string or a bare number.
@@ -438,6 +509,18 @@ pub fn to_manifest(spec: &ServiceSpec) -> Value {
 
     let mut container = Map::new();
     container.insert("image".into(), json!(t.image));
+    if !s.command.is_empty() {
+        container.insert("command".into(), json!(s.command));
+    }
+    if !s.args.is_empty() {
+        container.insert("args".into(), json!(s.args));
+    }
+    if let Some(dir) = &s.working_dir {
+        container.insert("workingDir".into(), json!(dir));
+    }
+    if s.port != 0 {
+        container.insert("ports".into(), json!([{"containerPort": s.port}]));
+    }
     if !s.env.is_empty() {
         let env: Vec<Value> = s.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
         container.insert("env".into(), Value::Array(env));

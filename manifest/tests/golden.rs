@@ -255,3 +255,17 @@ fn lists_and_multiple_documents() {
     assert_eq!((r.exchange.as_deref(), r.prefetch, r.url.as_str()), (None, 1, "amqp://guest:guest@127.0.0.1:5672/%2f"));
     assert_eq!((t.delivery.retries, t.delivery.backoff_ms), (0, 200));
 }
+
+#[test]
+fn container_fields_map() {
+    let s = service("container-command-args.yaml");
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(s.template.settings.command, strings(&["/bin/busybox"]));
+    assert_eq!(s.template.settings.args, strings(&["httpd", "-f", "-p", "9000", "-h", "/www"]));
+    assert_eq!(s.template.settings.working_dir.as_deref(), Some("/www"));
+    assert_eq!(s.template.settings.port, 9000);
+    assert_eq!(s.template.settings.container_fields(), ["ports", "command", "args", "workingDir"]);
+    let s = service("container-port.yaml");
+    assert_eq!((s.template.settings.port, s.template.settings.command.len()), (9000, 0));
+    assert_eq!(service("hello-world.yaml").template.settings.container_fields(), Vec::<&str>::new());
+}

@@ -65,11 +65,15 @@ impl Scheduler {
         .await?
     }
 
-    /// A container image in the store, by manifest digest.
-    pub(crate) async fn container_image(&self, sha256: &str) -> Result<Arc<Image>, SchedulerError> {
+    /// A container image in the store, by manifest digest, checked to start with `settings`.
+    pub(crate) async fn container_image(
+        &self,
+        sha256: &str,
+        settings: &Settings,
+    ) -> Result<Arc<Image>, SchedulerError> {
         let (inner, hex) = (self.inner.clone(), sha256.to_string());
         let image = tokio::task::spawn_blocking(move || inner.images.image(&hex)).await??;
-        check_runnable(&image)?;
+        check_runnable(&image, settings)?;
         Ok(Arc::new(image))
     }
 }
@@ -91,16 +95,49 @@ impl crate::Inner {
     }
 }
 
+/// The container fields' paths in a Service.
+pub(crate) fn container_field(name: &str) -> String {
+    format!("spec.template.spec.containers[0].{name}")
+}
+
+/// The process a replica runs, with Kubernetes' rules: `command` replaces the image's
+/// entrypoint and drops its cmd; `args` replaces the cmd.
+fn process_args(image: &Image, settings: &Settings) -> Vec<String> {
+    let command = if settings.command.is_empty() { image.config.entrypoint.clone() } else { settings.command.clone() };
+    let args = match (settings.args.is_empty(), settings.command.is_empty()) {
+        (false, _) => settings.args.clone(),
+        (true, true) => image.config.cmd.clone(),
+        (true, false) => Vec::new(),
+    };
+    command.into_iter().chain(args).collect()
+}
+
 /// Refuses an image that cannot start, at deploy time rather than per replica.
-fn check_runnable(image: &Image) -> Result<(), SchedulerError> {
-    let invalid = |message: String| SchedulerError::InvalidField { field: IMAGE_FIELD.into(), message };
-    let args = image.config.args();
+fn check_runnable(image: &Image, settings: &Settings) -> Result<(), SchedulerError> {
+    // A problem with the program is the field's that chose it.
+    let field = match (settings.command.is_empty(), settings.args.is_empty()) {
+        (false, _) => container_field("command"),
+        (true, false) if image.config.entrypoint.is_empty() => container_field("args"),
+        _ => IMAGE_FIELD.into(),
+    };
+    let invalid = |message: String| SchedulerError::InvalidField { field: field.clone(), message };
+    let args = process_args(image, settings);
     let Some(program) = args.first() else {
         return Err(invalid("the image has no entrypoint or cmd: nothing to run".into()));
     };
     if resolve_program(&image.rootfs, program, &image.config.env).is_none() {
-        return Err(invalid(format!("the image's entrypoint {program:?} does not exist in the image")));
+        let what = if field == IMAGE_FIELD { "the image's entrypoint" } else { "the program" };
+        return Err(invalid(format!("{what} {program:?} does not exist in the image")));
     }
+    if let Some(dir) = &settings.working_dir
+        && !dir.starts_with('/')
+    {
+        return Err(SchedulerError::InvalidField {
+            field: container_field("workingDir"),
+            message: format!("{dir:?} is not an absolute path"),
+        });
+    }
+    let invalid = |message: String| SchedulerError::InvalidField { field: IMAGE_FIELD.into(), message };
     user(&image.rootfs, image.config.user.as_deref()).map_err(invalid)?;
     Ok(())
 }
@@ -208,7 +245,7 @@ pub(crate) fn container_spec(
     settings: &Settings,
 ) -> ContainerSpec {
     let (namespace, service) = crate::service::split_id(function);
-    let port = DEFAULT_PORT;
+    let port = if settings.port == 0 { DEFAULT_PORT } else { settings.port };
     let mut env: Vec<String> = image.config.env.clone();
     let mut set = |k: &str, v: &str| {
         env.retain(|e| e.split_once('=').is_none_or(|(key, _)| key != k));
@@ -225,13 +262,85 @@ pub(crate) fn container_spec(
         // Names are DNS labels, so '.' keeps namespace, service and revision apart.
         name: format!("{namespace}.{service}.r{revision}"),
         rootfs: image.rootfs.clone(),
-        args: image.config.args(),
+        args: process_args(image, settings),
         env,
-        cwd: image.config.working_dir.clone().filter(|d| d.starts_with('/')).unwrap_or_else(|| "/".into()),
+        cwd: settings
+            .working_dir
+            .clone()
+            .or_else(|| image.config.working_dir.clone())
+            .filter(|d| d.starts_with('/'))
+            .unwrap_or_else(|| "/".into()),
         user: user(&image.rootfs, image.config.user.as_deref()).unwrap_or((0, 0)),
         port,
         concurrency: settings.container_concurrency,
         limits: settings.limits(),
         stop_signal: stop_signal(image.config.stop_signal.as_deref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn image(rootfs: &Path) -> Image {
+        let config = wisp_oci::RunConfig {
+            entrypoint: strings(&["/bin/entry"]),
+            cmd: strings(&["cmd"]),
+            working_dir: Some("/image".into()),
+            ..wisp_oci::RunConfig::default()
+        };
+        Image { manifest_hex: "ab".repeat(32), rootfs: rootfs.into(), size: 0, config, blobs: Vec::new() }
+    }
+
+    #[test]
+    fn command_args_port_and_working_dir_follow_kubernetes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        for program in ["entry", "other"] {
+            std::fs::write(dir.path().join("bin").join(program), "").unwrap();
+        }
+        let image = image(dir.path());
+        let spec = |settings: &Settings| container_spec(&image, "default/web", 1, "web-00001", settings);
+        let env = |spec: &ContainerSpec, key: &str| {
+            spec.env.iter().find_map(|e| e.strip_prefix(&format!("{key}="))).map(str::to_string)
+        };
+
+        let plain = spec(&Settings::default());
+        assert_eq!(
+            (plain.args.clone(), plain.cwd.as_str(), plain.port),
+            (strings(&["/bin/entry", "cmd"]), "/image", 8080)
+        );
+        assert_eq!(env(&plain, "PORT").as_deref(), Some("8080"));
+
+        let command = Settings { command: strings(&["/bin/other"]), ..Settings::default() };
+        assert_eq!(spec(&command).args, strings(&["/bin/other"]), "the image's cmd goes with its entrypoint");
+        let args = Settings { args: strings(&["a", "b"]), ..Settings::default() };
+        assert_eq!(spec(&args).args, strings(&["/bin/entry", "a", "b"]));
+        let both = Settings {
+            command: strings(&["/bin/other"]),
+            args: strings(&["x"]),
+            port: 9000,
+            working_dir: Some("/www".into()),
+            ..Settings::default()
+        };
+        let s = spec(&both);
+        assert_eq!((s.args.clone(), s.cwd.as_str(), s.port), (strings(&["/bin/other", "x"]), "/www", 9000));
+        assert_eq!(env(&s, "PORT").as_deref(), Some("9000"));
+
+        assert!(check_runnable(&image, &both).is_ok());
+        let missing = Settings { command: strings(&["/bin/none"]), ..Settings::default() };
+        match check_runnable(&image, &missing) {
+            Err(SchedulerError::InvalidField { field, message }) => {
+                assert_eq!(field, "spec.template.spec.containers[0].command");
+                assert!(message.contains("/bin/none"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let relative = Settings { working_dir: Some("www".into()), ..Settings::default() };
+        assert!(check_runnable(&image, &relative).is_err());
     }
 }

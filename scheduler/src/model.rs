@@ -35,6 +35,25 @@ pub struct Settings {
     /// Environment variables the guest sees.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The port a container image's server listens on (`containers[0].ports`); 0 means the
+    /// default, 8080. Container images only.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub port: u16,
+    /// Replaces the image's entrypoint (`containers[0].command`); empty keeps it. Container images only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Replaces the image's cmd (`containers[0].args`); empty keeps it unless `command` is
+    /// set (Kubernetes drops the image's cmd then). Container images only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Replaces the image's working directory (`containers[0].workingDir`), an absolute
+    /// path. Container images only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 impl Default for Settings {
@@ -51,6 +70,10 @@ impl Default for Settings {
             container_concurrency: 0,
             scaling: Scaling::default(),
             env: BTreeMap::new(),
+            port: 0,
+            command: Vec::new(),
+            args: Vec::new(),
+            working_dir: None,
         }
     }
 }
@@ -145,6 +168,18 @@ impl Settings {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// The manifest names of the container-only fields these settings set (`ports`, `command`,
+    /// `args`, `workingDir`), in that order.
+    pub fn container_fields(&self) -> Vec<&'static str> {
+        let set = [
+            ("ports", self.port != 0),
+            ("command", !self.command.is_empty()),
+            ("args", !self.args.is_empty()),
+            ("workingDir", self.working_dir.is_some()),
+        ];
+        set.into_iter().filter(|(_, on)| *on).map(|(name, _)| name).collect()
     }
 }
 

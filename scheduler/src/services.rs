@@ -3,12 +3,12 @@
 //! nothing routes to), `wisp deploy` as an apply, `wisp push`, and delete.
 
 use crate::api::{Action, Applied};
-use crate::images::{IMAGE_FIELD, container_spec};
+use crate::images::{IMAGE_FIELD, container_field, container_spec};
 use crate::revision::{Live, Revision};
 use crate::route::{Resolved, Route, Target};
 use crate::service::{ServiceSpec, Template, split_id};
 use crate::store::{ArtifactRef, StoredRevision, revision_name};
-use crate::{Artifact, FunctionState, Scheduler, SchedulerError, Service, now_ms, validate_name};
+use crate::{Artifact, FunctionState, Scheduler, SchedulerError, Service, Settings, now_ms, validate_name};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -113,7 +113,11 @@ impl Scheduler {
             if failed.contains_key(&stored.revision) {
                 continue;
             }
-            match self.load(&stored.artifact).await.and_then(|l| self.start_revision(stored.clone(), l, &state)) {
+            match self
+                .load(&stored.artifact, &stored.settings)
+                .await
+                .and_then(|l| self.start_revision(stored.clone(), l, &state))
+            {
                 Ok(revision) => {
                     loaded.insert(stored.revision, Arc::new(revision));
                 }
@@ -162,10 +166,12 @@ impl Scheduler {
 
     /// Reads and compiles an artifact off the async threads (a component another revision
     /// already loaded is neither read nor compiled again), or finds its container image.
-    async fn load(&self, artifact: &Artifact) -> Result<Loaded, SchedulerError> {
+    async fn load(&self, artifact: &Artifact, settings: &Settings) -> Result<Loaded, SchedulerError> {
         let sha256 = match artifact {
             Artifact::Wasm { sha256, .. } => sha256,
-            Artifact::Image { sha256, .. } => return Ok(Loaded::Container(self.container_image(sha256).await?)),
+            Artifact::Image { sha256, .. } => {
+                return Ok(Loaded::Container(self.container_image(sha256, settings).await?));
+            }
         };
         if let Some(compiled) = self.inner.runtime.loaded(sha256) {
             return Ok(Loaded::Wasm(compiled));
@@ -216,6 +222,14 @@ impl Scheduler {
         };
         let settings = &spec.template.settings;
         self.inner.runtime.check_limits(&settings.limits())?;
+        if let Some(Artifact::Wasm { .. }) = &artifact
+            && let Some(field) = settings.container_fields().first()
+        {
+            return Err(SchedulerError::InvalidField {
+                field: container_field(field),
+                message: format!("only container images take {field}: this image is a Wasm component"),
+            });
+        }
 
         let _admin = self.inner.admin.lock().await;
         let current = self.service(&id);
@@ -255,7 +269,7 @@ impl Scheduler {
         }
         let compiled = match (changed, &artifact) {
             (true, Some(artifact)) => {
-                let loaded = self.load(artifact).await?;
+                let loaded = self.load(artifact, settings).await?;
                 match &loaded {
                     // Instantiate once with the revision's own limits, so a component that cannot
                     // start (its initial memory above `memory`, say) is refused now, not per request.

@@ -6,6 +6,7 @@ mod apply_cli;
 mod asynchronous;
 mod autoscaling;
 mod cli;
+mod container_fields;
 mod containers;
 mod hardening;
 mod harness;

@@ -141,6 +141,9 @@ pub struct UpArgs {
     /// Processes one container replica may run (enforced where the host has cgroups)
     #[arg(long, default_value_t = 1024, value_name = "N")]
     container_pids_limit: u32,
+    /// How often a running container replica's time is metered (also when it stops)
+    #[arg(long, default_value = "1m", value_name = "DURATION")]
+    replica_usage_interval: String,
 }
 
 /// Every setting of the node, validated before anything starts.
@@ -282,6 +285,8 @@ fn container_config(args: &UpArgs) -> anyhow::Result<ContainerConfig> {
     let ready_timeout = duration_flag("--container-ready-timeout", &args.container_ready_timeout)?;
     anyhow::ensure!(!ready_timeout.is_zero(), "--container-ready-timeout must be above 0");
     anyhow::ensure!(args.container_pids_limit > 0, "--container-pids-limit must be above 0");
+    let usage_interval = duration_flag("--replica-usage-interval", &args.replica_usage_interval)?;
+    anyhow::ensure!(usage_interval >= Duration::from_secs(1), "--replica-usage-interval must be at least 1s");
     Ok(ContainerConfig {
         crun: args.crun.clone(),
         bundles: args.data_dir.join("containers"),
@@ -291,6 +296,7 @@ fn container_config(args: &UpArgs) -> anyhow::Result<ContainerConfig> {
         stop_grace: duration_flag("--container-stop-grace", &args.container_stop_grace)?,
         pids_limit: args.container_pids_limit,
         max_parallel_starts: 16,
+        usage_interval,
     })
 }
 

@@ -232,12 +232,13 @@ impl Scheduler {
         })
     }
 
-    /// Records each stopped replica's lifetime in the ledger, for replica-seconds billing.
+    /// Records replicas' time (spans while they run, and when they stop) in the ledger, for
+    /// replica-seconds billing.
     pub(crate) fn replica_meter(
         &self,
         function: &Arc<str>,
         revision: u64,
-    ) -> Arc<dyn Fn(wisp_runtime::container::ReplicaEnded) + Send + Sync> {
+    ) -> Arc<dyn Fn(wisp_runtime::container::ReplicaSpan) + Send + Sync> {
         let (ledger, function) = (self.inner.ledger.clone(), function.clone());
         Arc::new(move |ended| {
             drop(ledger.record_replica(wisp_ledger::ReplicaUsage {

@@ -134,7 +134,7 @@ fn an_image_is_imported_deployed_invoked_scaled_to_zero_and_redeployed() {
 #[test]
 fn a_layout_directory_and_a_wasm_image_import_too() {
     let dir = tempdir();
-    let node = node(dir.path(), &[]);
+    let node = node(dir.path(), &["--replica-usage-interval", "1s"]);
     let layout = dir.path().join("layout");
     busybox(&["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"])
         .ref_name("site:1.0")
@@ -146,6 +146,12 @@ fn a_layout_directory_and_a_wasm_image_import_too() {
     let resp = node.get("/fn/site/");
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert_eq!(resp.body, "built by the test\n");
+    // A running replica's time is metered as it goes (every --replica-usage-interval), not
+    // only when it stops: a min-scale replica may never stop.
+    node.wait_for(Duration::from_secs(10), "running replica time metered", |n| {
+        n.get("/v1/usage?function=site").json()["summary"][0]["replica_ms"].as_u64().unwrap_or(0) >= 1000
+    });
+    assert_eq!(ready_replicas(&node, "site"), 1);
 
     // An OCI image whose layer is a Wasm component deploys as a Wasm function.
     let archive = dir.path().join("hello-wasm.tar");

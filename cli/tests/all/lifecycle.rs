@@ -60,8 +60,11 @@ fn idle_functions_scale_to_zero_and_cold_start_transparently() {
     // The request pokes the autoscaler, whose refill may beat the request to the pool: either
     // way at most this one request instantiated for itself.
     assert!(node.metric("wisp_cold_starts_total{function=\"hello\"}") <= 1.0);
-    // Back in use: the pool refills to min_warm.
-    node.wait_for(Duration::from_secs(10), "warm again", |n| n.function("hello")["ready_instances"] == 1);
+    // Back in use: the pool refills (to min_warm, or twice the recent peak for a second: the
+    // exact count is the autoscaler's, and the 1 s window may already be closing).
+    node.wait_for(Duration::from_secs(10), "warm again", |n| {
+        n.function("hello")["ready_instances"].as_u64().unwrap_or(0) >= 1
+    });
 
     // Many concurrent requests to a function with no instances are all served.
     node.deploy("zero", "hello", "min_warm=0");

@@ -12,7 +12,7 @@ mod replica;
 mod set;
 
 pub use host::CgroupMode;
-pub use set::{ReplicaEnded, ReplicaSet};
+pub use set::{ReplicaSet, ReplicaSpan};
 
 use host::{Crun, Netns};
 use std::collections::HashSet;
@@ -43,6 +43,8 @@ pub struct ContainerConfig {
     pub pids_limit: u32,
     /// Replica starts in flight at once per revision.
     pub max_parallel_starts: usize,
+    /// How often a running replica's time so far is metered (it is also metered when it stops).
+    pub usage_interval: Duration,
 }
 
 /// Why the container runtime cannot be used on this host.
@@ -186,7 +188,7 @@ impl ContainerRuntime {
         &self,
         spec: ContainerSpec,
         logs: Arc<crate::LogBuffer>,
-        ended: Arc<dyn Fn(ReplicaEnded) + Send + Sync>,
+        ended: Arc<dyn Fn(ReplicaSpan) + Send + Sync>,
     ) -> ReplicaSet {
         ReplicaSet::new(self.host.clone(), spec, logs, ended)
     }

@@ -26,7 +26,6 @@ pub(crate) struct Replica {
     pid: i32,
     netns: OwnedFd,
     port: u16,
-    pub(crate) started_ms: u64,
     /// Requests on this replica now.
     pub(crate) in_flight: AtomicUsize,
     /// Taken out of service: no new requests; stopped once idle.
@@ -38,6 +37,9 @@ pub(crate) struct Replica {
     cpu_file: Option<PathBuf>,
     /// Highest memory use seen (sampled), bytes.
     pub(crate) memory_peak: AtomicU64,
+    /// Metered up to here (Unix ms) and this much CPU (ms): the next span starts there.
+    billed_until_ms: AtomicU64,
+    billed_cpu_ms: AtomicU64,
 }
 
 /// A started replica, and the receiver of its exit.
@@ -122,12 +124,12 @@ pub(crate) async fn start(
     };
     host.running.lock().unwrap().push(Tracked { id: id.clone(), pid });
     let (exited_tx, exited) = watch::channel(None);
+    let started_ms = now_ms();
     let replica = Arc::new(Replica {
         id,
         pid,
         netns,
         port: spec.port,
-        started_ms: now_ms(),
         in_flight: AtomicUsize::new(0),
         draining: AtomicBool::new(false),
         idle: Mutex::new(Vec::new()),
@@ -135,6 +137,8 @@ pub(crate) async fn start(
         memory_peak_file: host.crun.mode.memory_peak_file(&cgroup),
         cpu_file: host.crun.mode.cpu_file(&cgroup),
         memory_peak: AtomicU64::new(0),
+        billed_until_ms: AtomicU64::new(started_ms),
+        billed_cpu_ms: AtomicU64::new(0),
     });
     let started = Started { replica, pidfd, exited: exited_tx };
     match started.replica.wait_ready(host, &started.pidfd).await {
@@ -282,6 +286,18 @@ impl Replica {
         if !self.has_exited() {
             host::kill(self.pid, signal);
         }
+    }
+
+    pub(crate) fn billed_until(&self) -> u64 {
+        self.billed_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// The span since the last one, up to `now_ms`, with the CPU used in it. Blocking (a read).
+    pub(crate) fn span(&self, now_ms: u64) -> super::ReplicaSpan {
+        let cpu = self.cpu_ms();
+        let start_ms = self.billed_until_ms.swap(now_ms, Ordering::Relaxed);
+        let cpu_ms = cpu.saturating_sub(self.billed_cpu_ms.swap(cpu, Ordering::Relaxed));
+        super::ReplicaSpan { id: self.id.clone(), start_ms, end_ms: now_ms, cpu_ms }
     }
 
     /// CPU time the container used, from its cgroup (read after it exited, before crun

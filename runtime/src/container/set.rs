@@ -13,16 +13,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// A replica that stopped: what replica-seconds metering needs.
+/// A stretch of one replica's life, for replica-seconds metering: one when it stops, and one
+/// every `--replica-usage-interval` while it runs (a min-scale replica may never stop).
 #[derive(Debug, Clone)]
-pub struct ReplicaEnded {
+pub struct ReplicaSpan {
     /// The container's id.
     pub id: String,
-    /// Unix milliseconds when it started and stopped.
+    /// Unix milliseconds when the span began (the replica's start, or the previous span's end).
     pub start_ms: u64,
-    /// Unix milliseconds when it stopped.
+    /// Unix milliseconds when it ended.
     pub end_ms: u64,
-    /// CPU time it used (its cgroup's), milliseconds; 0 where the host has no cgroups.
+    /// CPU time used in the span (its cgroup's), milliseconds; 0 where the host has no cgroups.
     pub cpu_ms: u64,
 }
 
@@ -45,7 +46,7 @@ struct Inner {
     host: Arc<Host>,
     spec: ContainerSpec,
     logs: Arc<LogBuffer>,
-    ended: Arc<dyn Fn(ReplicaEnded) + Send + Sync>,
+    ended: Arc<dyn Fn(ReplicaSpan) + Send + Sync>,
     state: Mutex<State>,
     /// Wakes the housekeeping task.
     changed: Notify,
@@ -75,7 +76,7 @@ impl ReplicaSet {
         host: Arc<Host>,
         spec: ContainerSpec,
         logs: Arc<LogBuffer>,
-        ended: Arc<dyn Fn(ReplicaEnded) + Send + Sync>,
+        ended: Arc<dyn Fn(ReplicaSpan) + Send + Sync>,
     ) -> Self {
         let inner = Arc::new(Inner {
             host,
@@ -145,10 +146,15 @@ async fn housekeeping(inner: Arc<Inner>) {
             _ = backoff => {}
             _ = sample.tick() => {
                 let ready = inner.state.lock().unwrap().ready.clone();
+                let (ended, interval) = (inner.ended.clone(), inner.host.config.usage_interval.as_millis() as u64);
                 // Small in-kernel reads, but reads: off the async workers.
                 let _ = tokio::task::spawn_blocking(move || {
+                    let now = now_ms();
                     for replica in ready {
                         replica.sample_memory();
+                        if now.saturating_sub(replica.billed_until()) >= interval {
+                            ended(replica.span(now));
+                        }
                     }
                 })
                 .await;
@@ -204,12 +210,13 @@ async fn watch_exit(
         tracing::warn!(container = %replica.id, "replica exited unexpectedly ({status}); replacing it");
         inner.logs.append(format!("[wisp] replica {} exited ({status}); replacing it\n", replica.id).as_bytes());
     }
-    let end_ms = now_ms();
     // Read before cleanup: `crun delete` removes the cgroup.
     let measured = replica.clone();
-    let cpu_ms = tokio::task::spawn_blocking(move || measured.cpu_ms()).await.unwrap_or(0);
+    let span = tokio::task::spawn_blocking(move || measured.span(now_ms())).await;
     replica::cleanup(&inner.host, &replica.id).await;
-    (inner.ended)(ReplicaEnded { id: replica.id.clone(), start_ms: replica.started_ms, end_ms, cpu_ms });
+    if let Ok(span) = span {
+        (inner.ended)(span);
+    }
     inner.capacity.notify_waiters();
     inner.changed.notify_one();
 }

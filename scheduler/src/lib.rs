@@ -58,7 +58,7 @@ pub struct SchedulerConfig {
     pub data_dir: PathBuf,
     /// How often the autoscaler decides for every revision; also its metric bucket.
     pub scale_interval: Duration,
-    /// Cap on ready instances per revision.
+    /// Cap on ready Wasm instances, or container replicas, per revision.
     pub max_ready: usize,
     /// A function's `max_concurrency` when it sets none.
     pub function_concurrency: u32,

@@ -49,7 +49,7 @@ pub struct UpArgs {
     /// Largest total size of one set of HTTP headers a function creates
     #[arg(long, default_value = "128Ki", value_name = "SIZE")]
     max_field_size: String,
-    /// Ready instances kept per revision at most
+    /// Ready Wasm instances, or container replicas, kept per revision at most
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_ready: usize,
     /// How often the KPA autoscaler decides for every revision (also its metric bucket)

@@ -65,16 +65,21 @@ impl Scheduler {
         .await?
     }
 
-    /// A container image in the store, by manifest digest, checked to start with `settings`.
+    /// A container image in the store, by manifest digest, checked to start with `settings`,
+    /// with the uid and gid its user resolved to. The checks read the rootfs: off the async
+    /// workers, and once, not per replica.
     pub(crate) async fn container_image(
         &self,
         sha256: &str,
         settings: &Settings,
-    ) -> Result<Arc<Image>, SchedulerError> {
-        let (inner, hex) = (self.inner.clone(), sha256.to_string());
-        let image = tokio::task::spawn_blocking(move || inner.images.image(&hex)).await??;
-        check_runnable(&image, settings)?;
-        Ok(Arc::new(image))
+    ) -> Result<(Arc<Image>, (u32, u32)), SchedulerError> {
+        let (inner, hex, settings) = (self.inner.clone(), sha256.to_string(), settings.clone());
+        tokio::task::spawn_blocking(move || {
+            let image = inner.images.image(&hex)?;
+            let user = check_runnable(&image, &settings)?;
+            Ok((Arc::new(image), user))
+        })
+        .await?
     }
 }
 
@@ -112,8 +117,9 @@ fn process_args(image: &Image, settings: &Settings) -> Vec<String> {
     command.into_iter().chain(args).collect()
 }
 
-/// Refuses an image that cannot start, at deploy time rather than per replica.
-fn check_runnable(image: &Image, settings: &Settings) -> Result<(), SchedulerError> {
+/// Refuses an image that cannot start, at deploy time rather than per replica; returns the
+/// uid and gid its user resolves to.
+fn check_runnable(image: &Image, settings: &Settings) -> Result<(u32, u32), SchedulerError> {
     // A problem with the program is the field's that chose it.
     let field = match (settings.command.is_empty(), settings.args.is_empty()) {
         (false, _) => container_field("command"),
@@ -138,8 +144,7 @@ fn check_runnable(image: &Image, settings: &Settings) -> Result<(), SchedulerErr
         });
     }
     let invalid = |message: String| SchedulerError::InvalidField { field: IMAGE_FIELD.into(), message };
-    user(&image.rootfs, image.config.user.as_deref()).map_err(invalid)?;
-    Ok(())
+    user(&image.rootfs, image.config.user.as_deref()).map_err(invalid)
 }
 
 /// Where `program` is inside the rootfs: itself if it has a slash, else found on `PATH`.
@@ -187,26 +192,16 @@ fn inside(rootfs: &Path, path: &str, depth: u32) -> Option<PathBuf> {
 fn user(rootfs: &Path, spec: Option<&str>) -> Result<(u32, u32), String> {
     let Some(spec) = spec.filter(|s| !s.is_empty()) else { return Ok((0, 0)) };
     let (u, g) = spec.split_once(':').map_or((spec, None), |(u, g)| (u, Some(g)));
-    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
-        let text = std::fs::read_to_string(inside(rootfs, file, 0)?).ok()?;
-        text.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            (fields.first() == Some(&name) && fields.len() > 3)
-                .then(|| Some((fields[2].parse().ok()?, fields[3].parse().unwrap_or(0))))
-                .flatten()
-        })
-    };
     let (uid, primary) = match u.parse::<u32>() {
-        Ok(uid) => (uid, lookup_uid_gid(rootfs, uid).unwrap_or(0)),
-        Err(_) => {
-            lookup("/etc/passwd", u).ok_or_else(|| format!("the image's user {u:?} is not in its /etc/passwd"))?
-        }
+        Ok(uid) => (uid, id_entry(rootfs, "/etc/passwd", |f| f[2].parse() == Ok(uid)).map_or(0, |(_, gid)| gid)),
+        Err(_) => id_entry(rootfs, "/etc/passwd", |f| f[0] == u)
+            .ok_or_else(|| format!("the image's user {u:?} is not in its /etc/passwd"))?,
     };
     let gid = match g {
         None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => lookup("/etc/group", g)
+            Err(_) => id_entry(rootfs, "/etc/group", |f| f[0] == g)
                 .map(|(gid, _)| gid)
                 .ok_or_else(|| format!("the image's group {g:?} is not in its /etc/group"))?,
         },
@@ -214,11 +209,17 @@ fn user(rootfs: &Path, spec: Option<&str>) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
-fn lookup_uid_gid(rootfs: &Path, uid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(inside(rootfs, "/etc/passwd", 0)?).ok()?;
+/// The id (third field) and the next one (a passwd entry's primary gid; 0 where it is not a
+/// number) of the first entry of the image's `file` that `matches`.
+fn id_entry(rootfs: &Path, file: &str, matches: impl Fn(&[&str]) -> bool) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(inside(rootfs, file, 0)?).ok()?;
     text.lines().find_map(|line| {
         let fields: Vec<&str> = line.split(':').collect();
-        (fields.len() > 3 && fields[2].parse() == Ok(uid)).then(|| fields[3].parse().ok()).flatten()
+        if fields.len() > 3 && matches(&fields) {
+            Some((fields[2].parse().ok()?, fields[3].parse().unwrap_or(0)))
+        } else {
+            None
+        }
     })
 }
 
@@ -236,9 +237,11 @@ fn stop_signal(name: Option<&str>) -> i32 {
 }
 
 /// What the replicas of one revision run: the image's process with the Knative contract's
-/// environment (`PORT`, `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION`) and the revision's env.
+/// environment (`PORT`, `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION`) and the revision's env,
+/// as `user` (resolved by [`Scheduler::container_image`]).
 pub(crate) fn container_spec(
     image: &Image,
+    user: (u32, u32),
     function: &str,
     revision: u64,
     revision_name: &str,
@@ -270,7 +273,7 @@ pub(crate) fn container_spec(
             .or_else(|| image.config.working_dir.clone())
             .filter(|d| d.starts_with('/'))
             .unwrap_or_else(|| "/".into()),
-        user: user(&image.rootfs, image.config.user.as_deref()).unwrap_or((0, 0)),
+        user,
         port,
         concurrency: settings.container_concurrency,
         limits: settings.limits(),
@@ -304,7 +307,7 @@ mod tests {
             std::fs::write(dir.path().join("bin").join(program), "").unwrap();
         }
         let image = image(dir.path());
-        let spec = |settings: &Settings| container_spec(&image, "default/web", 1, "web-00001", settings);
+        let spec = |settings: &Settings| container_spec(&image, (0, 0), "default/web", 1, "web-00001", settings);
         let env = |spec: &ContainerSpec, key: &str| {
             spec.env.iter().find_map(|e| e.strip_prefix(&format!("{key}="))).map(str::to_string)
         };

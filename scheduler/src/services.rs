@@ -21,7 +21,8 @@ use wisp_runtime::wasm::{Compiled, PoolId};
 /// A revision's artifact, ready to start: compiled code, or an image in the store.
 pub(crate) enum Loaded {
     Wasm(Compiled),
-    Container(Arc<Image>),
+    /// The image, and the uid and gid its user resolved to.
+    Container(Arc<Image>, (u32, u32)),
 }
 
 /// Why an image did not resolve: content the node has no copy of (fine for a dry run), or
@@ -147,9 +148,9 @@ impl Scheduler {
                     stored.settings.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 Live::Wasm(inner.runtime.pool(id, compiled, stored.settings.limits(), state.logs.clone(), env))
             }
-            Loaded::Container(image) => {
+            Loaded::Container(image, user) => {
                 let containers = self.containers()?;
-                let spec = container_spec(&image, &state.name, stored.revision, &stored.name, &stored.settings);
+                let spec = container_spec(&image, user, &state.name, stored.revision, &stored.name, &stored.settings);
                 let ended = self.replica_meter(&state.name, stored.revision);
                 Live::Container(containers.replica_set(spec, state.logs.clone(), ended))
             }
@@ -170,7 +171,8 @@ impl Scheduler {
         let sha256 = match artifact {
             Artifact::Wasm { sha256, .. } => sha256,
             Artifact::Image { sha256, .. } => {
-                return Ok(Loaded::Container(self.container_image(sha256, settings).await?));
+                let (image, user) = self.container_image(sha256, settings).await?;
+                return Ok(Loaded::Container(image, user));
             }
         };
         if let Some(compiled) = self.inner.runtime.loaded(sha256) {
@@ -276,7 +278,7 @@ impl Scheduler {
                     Loaded::Wasm(compiled) => {
                         self.inner.runtime.check_instantiates(compiled, settings.limits()).await?
                     }
-                    Loaded::Container(_) => drop(self.containers()?),
+                    Loaded::Container(..) => drop(self.containers()?),
                 }
                 Some(loaded)
             }

@@ -5,6 +5,7 @@
 mod cold;
 mod density;
 mod loadgen;
+mod progress;
 mod report;
 mod servers;
 mod sys;
@@ -13,12 +14,13 @@ mod warm;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+pub use progress::{block_on, log};
 use serde::Serialize;
 use servers::Contender;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Benchmarks Wisp against `wasmtime serve` and writes a report")]
@@ -177,19 +179,6 @@ impl Ctx {
     }
 }
 
-static START: OnceLock<Instant> = OnceLock::new();
-
-/// Progress on stderr, with seconds since start.
-pub fn log(msg: &str) {
-    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
-    eprintln!("[{t:7.1}s] {msg}");
-}
-
-/// Runs a future on a fresh current-thread runtime (call from outside any runtime).
-pub fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("building a tokio runtime").block_on(f)
-}
-
 /// One blocking request to a server (admin calls, /metrics), on a keep-alive agent.
 pub fn http(method: &str, addr: SocketAddr, path: &str, body: Option<&[u8]>) -> anyhow::Result<wisp_testkit::Resp> {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
@@ -203,7 +192,7 @@ pub fn metrics(addr: SocketAddr) -> anyhow::Result<String> {
 }
 
 fn main() {
-    START.get_or_init(Instant::now);
+    progress::elapsed_s();
     if let Err(e) = run(Args::parse()) {
         eprintln!("wisp-bench: {e:#}");
         std::process::exit(1);
@@ -245,7 +234,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let command =
         if plan.quick { format!("wisp-bench --quick --out {}", args.out.display()) } else { "bench/run.sh".into() };
-    let total_s = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    let total_s = progress::elapsed_s();
     let report = report::Report { mode, command, total_s, machine, warm, cold, density, overhead };
     report::write(&out, &report)?;
     log(&format!("report: {}/report.md, report.json, chart.svg ({:.0} s)", out.display(), report.total_s));

@@ -13,6 +13,8 @@ mod cold;
 mod loadgen;
 mod node;
 mod procs;
+#[path = "../../progress.rs"]
+mod progress;
 mod replicas;
 mod report;
 #[allow(dead_code)] // shared with wisp-bench; not every item is used here
@@ -22,10 +24,9 @@ mod warm;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+pub use progress::{block_on, log, ms};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -173,26 +174,8 @@ fn section<T>(plan: &Plan, s: Scenario, run: impl FnOnce() -> anyhow::Result<T>)
     }
 }
 
-static START: OnceLock<Instant> = OnceLock::new();
-
-/// Progress on stderr, with seconds since start.
-pub fn log(msg: &str) {
-    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
-    eprintln!("[{t:7.1}s] {msg}");
-}
-
-/// Runs a future on a fresh current-thread runtime (call from outside any runtime).
-pub fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("building a tokio runtime").block_on(f)
-}
-
-/// Milliseconds of a duration, for reports.
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn main() {
-    START.get_or_init(Instant::now);
+    progress::elapsed_s();
     if let Err(e) = run(Args::parse()) {
         eprintln!("wisp-bench-containers: {e:#}");
         std::process::exit(1);
@@ -263,7 +246,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let report = report::Report {
         mode: if plan.quick { "quick" } else { "full" },
         command: command.join(" "),
-        total_s: START.get_or_init(Instant::now).elapsed().as_secs_f64(),
+        total_s: progress::elapsed_s(),
         machine,
         crun,
         node_flags: flags.join(" "),

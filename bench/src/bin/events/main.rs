@@ -6,17 +6,19 @@
 
 mod kafka;
 mod node;
+#[path = "../../progress.rs"]
+mod progress;
 mod rabbitmq;
 mod report;
 mod scenarios;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+pub use progress::log;
 use serde::Serialize;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Benchmarks Wisp's Kafka and RabbitMQ triggers against the raw clients")]
@@ -187,16 +189,8 @@ impl Pacer {
     }
 }
 
-static START: OnceLock<Instant> = OnceLock::new();
-
-/// Progress on stderr, with seconds since start.
-pub fn log(msg: &str) {
-    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
-    eprintln!("[{t:7.1}s] {msg}");
-}
-
 fn main() {
-    START.get_or_init(Instant::now);
+    progress::elapsed_s();
     if let Err(e) = run(Args::parse()) {
         eprintln!("wisp-bench-events: {e:#}");
         std::process::exit(1);
@@ -232,7 +226,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let report = report::Report {
         mode: if plan.quick { "quick" } else { "full" },
         command: command.join(" "),
-        total_s: START.get_or_init(Instant::now).elapsed().as_secs_f64(),
+        total_s: progress::elapsed_s(),
         machine,
         plan: &plan,
         rows,

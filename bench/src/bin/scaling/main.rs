@@ -14,6 +14,8 @@ mod gate;
 #[path = "../../loadgen.rs"]
 mod loadgen;
 mod node;
+#[path = "../../progress.rs"]
+mod progress;
 mod report;
 mod step;
 #[allow(dead_code)] // shared with wisp-bench; not every item is used here
@@ -23,10 +25,9 @@ mod zero;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+pub use progress::{block_on, log, ms};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Benchmarks Wisp's autoscaler and activator: load steps, scale from zero, the gate")]
@@ -208,26 +209,8 @@ fn section<T>(plan: &Plan, s: Scenario, run: impl FnOnce() -> anyhow::Result<T>)
     }
 }
 
-static START: OnceLock<Instant> = OnceLock::new();
-
-/// Progress on stderr, with seconds since start.
-pub fn log(msg: &str) {
-    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
-    eprintln!("[{t:7.1}s] {msg}");
-}
-
-/// Runs a future on a fresh current-thread runtime (call from outside any runtime).
-pub fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("building a tokio runtime").block_on(f)
-}
-
-/// Milliseconds of a duration, for reports.
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn main() {
-    START.get_or_init(Instant::now);
+    progress::elapsed_s();
     if let Err(e) = run(Args::parse()) {
         eprintln!("wisp-bench-scaling: {e:#}");
         std::process::exit(1);
@@ -289,7 +272,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let report = report::Report {
         mode: if plan.quick { "quick" } else { "full" },
         command: command.join(" "),
-        total_s: START.get_or_init(Instant::now).elapsed().as_secs_f64(),
+        total_s: progress::elapsed_s(),
         machine,
         node_flags: flags.join(" "),
         gate_node_flags: [flags.as_slice(), &gate_flags].concat().join(" "),

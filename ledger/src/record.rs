@@ -182,6 +182,12 @@ pub struct UsageRecord {
     pub event_id: Option<Arc<str>>,
     /// What ran it.
     pub runtime: Runtime,
+    /// The memory the function was configured with (what GB-seconds are billed on).
+    pub memory_bytes: u64,
+    /// CPU time the invocation used, microseconds (0 where not metered per invocation).
+    pub cpu_us: u64,
+    /// Bytes sent and received over granted outbound HTTP.
+    pub outbound_bytes: u64,
 }
 
 /// One replica's lifetime, for billing replicas that stay up between requests (container

@@ -15,6 +15,11 @@ pub struct Invoked {
     pub peak_memory_bytes: u64,
     /// Bytes of request body read.
     pub request_bytes: u64,
+    /// CPU time the invocation used on the node's threads, microseconds (0 where not metered:
+    /// container replicas are metered per replica, not per request).
+    pub cpu_us: u64,
+    /// Bytes the function sent and received over granted outbound HTTP.
+    pub outbound_bytes: u64,
 }
 
 /// A snapshot of a workload, for scaling decisions, metrics and the admin API.

@@ -143,7 +143,13 @@ impl NodeBuilder {
                 }
             }
         });
-        let mut node = Node { url: String::new(), addr: SocketAddr::from(([0, 0, 0, 0], 0)), child, log: self.log };
+        let mut node = Node {
+            url: String::new(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            token: String::new(),
+            child,
+            log: self.log,
+        };
         let first = match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(Some(line)) => line,
             Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -161,6 +167,8 @@ impl NodeBuilder {
         };
         node.url = url.trim().to_string();
         node.addr = node.url.trim_start_matches("http://").parse().with_context(|| format!("parsing {first:?}"))?;
+        // Written before the node listens; absent only on nodes from before tokens existed.
+        node.token = std::fs::read_to_string(self.data_dir.join("admin-token")).unwrap_or_default().trim().to_string();
         Ok(node)
     }
 }
@@ -170,6 +178,10 @@ pub struct Node {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     pub addr: SocketAddr,
+    /// The admin token `wisp up` wrote to `DATA_DIR/admin-token`; sent by [`Node::get`],
+    /// [`Node::post`], [`Node::delete`] and [`Node::request`]. Pass it to the CLI as
+    /// `WISP_TOKEN` ([`Node::cli`]).
+    pub token: String,
     child: Child,
     log: Option<PathBuf>,
 }
@@ -238,15 +250,32 @@ impl Node {
     }
 
     pub fn get(&self, path: &str) -> Resp {
-        request("GET", &format!("{}{path}", self.url), None, &[])
+        self.request("GET", path, None, &[])
     }
 
     pub fn post(&self, path: &str, body: &[u8]) -> Resp {
-        request("POST", &format!("{}{path}", self.url), Some(body), &[])
+        self.request("POST", path, Some(body), &[])
     }
 
     pub fn delete(&self, path: &str) -> Resp {
-        request("DELETE", &format!("{}{path}", self.url), None, &[])
+        self.request("DELETE", path, None, &[])
+    }
+
+    /// One request to `path` with the admin token (unless `headers` set `Authorization`).
+    pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Resp {
+        let bearer = format!("Bearer {}", self.token);
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if !self.token.is_empty() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            all.push(("Authorization", &bearer));
+        }
+        request(method, &format!("{}{path}", self.url), body, &all)
+    }
+
+    /// A `wisp` CLI command aimed at this node with its admin token (`--node`, `WISP_TOKEN`).
+    pub fn cli(&self, bin: impl AsRef<Path>) -> Command {
+        let mut cmd = Command::new(bin.as_ref());
+        cmd.arg("--node").arg(&self.url).env("WISP_TOKEN", &self.token);
+        cmd
     }
 
     /// Deploys the guest `wasm_name` as `name` with `settings` (a query string); asserts 201.

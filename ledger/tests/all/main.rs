@@ -67,6 +67,9 @@ fn record(function: &str, source: Source, start_ms: u64, outcome: Outcome, n: u6
         trigger: None,
         event_id: None,
         runtime: Runtime::Wasm,
+        memory_bytes: 128 << 20,
+        cpu_us: 40 + n % 13,
+        outbound_bytes: 0,
     }
 }
 

@@ -377,6 +377,8 @@ impl Workload for ReplicaSet {
             // host has no cgroups to read it from.
             peak_memory_bytes: seen.replica.map_or(0, |r| r.memory_peak.load(Ordering::Relaxed)),
             request_bytes: seen.request_bytes,
+            cpu_us: 0,
+            outbound_bytes: 0,
         }
     }
 

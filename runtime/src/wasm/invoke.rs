@@ -22,8 +22,14 @@ impl Workload for InstancePool {
     {
         let pool = &*self.inner;
         let deadline = Instant::now() + pool.limits.timeout;
-        let mut invoked =
-            Invoked { result: Ok(http::Response::default()), cold: false, peak_memory_bytes: 0, request_bytes: 0 };
+        let mut invoked = Invoked {
+            result: Ok(http::Response::default()),
+            cold: false,
+            peak_memory_bytes: 0,
+            request_bytes: 0,
+            cpu_us: 0,
+            outbound_bytes: 0,
+        };
         invoked.result = invoke(pool, req, deadline, &mut invoked).await;
         invoked
     }

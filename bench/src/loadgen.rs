@@ -44,7 +44,16 @@ impl Conn {
 
     /// `GET path`, reading the whole response body.
     pub async fn get(&mut self, path: &str) -> anyhow::Result<StatusCode> {
-        let req = Request::get(path).header(header::HOST, &self.host).body(Empty::new())?;
+        self.get_as(path, None).await
+    }
+
+    /// `GET path` with this `Authorization` header value, if any.
+    pub async fn get_as(&mut self, path: &str, authorization: Option<&str>) -> anyhow::Result<StatusCode> {
+        let mut req = Request::get(path).header(header::HOST, &self.host);
+        if let Some(value) = authorization {
+            req = req.header(header::AUTHORIZATION, value);
+        }
+        let req = req.body(Empty::new())?;
         self.tx.ready().await?;
         let resp = self.tx.send_request(req).await?;
         let status = resp.status();
@@ -116,6 +125,8 @@ pub struct Target {
     pub path: String,
     /// The server process, for its CPU use.
     pub pid: u32,
+    /// Sent as the `Authorization` header of every request (e.g. `Bearer TOKEN`).
+    pub authorization: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -198,7 +209,7 @@ impl Run {
     /// Sends one request and records it, timed from `since`, if `since` is in the measured
     /// window. After an error, reconnects; returns false if that failed too.
     async fn send(&mut self, conn: &mut Conn, target: &Target, since: Instant, measure_start: Instant) -> bool {
-        match conn.get(&target.path).await {
+        match conn.get_as(&target.path, target.authorization.as_deref()).await {
             Ok(status) => {
                 self.answered += 1;
                 if since >= measure_start {

@@ -67,7 +67,7 @@ pub struct Contender {
 impl Contender {
     pub fn target(&self) -> Option<Target> {
         let s = self.server.as_ref().ok()?;
-        Some(Target { addr: s.addr, path: self.path.into(), pid: s.pid })
+        Some(Target { addr: s.addr, path: self.path.into(), pid: s.pid, authorization: None })
     }
 
     pub fn status(&self) -> Status {

@@ -67,7 +67,7 @@ pub fn run(plan: &Plan, wisp: &Wisp, hello: &[u8]) -> anyhow::Result<WarmReport>
     let mut rows = Vec::new();
     for &connections in &plan.warm_connections {
         for (name, runtime, image) in FUNCTIONS {
-            let target = Target { addr: wisp.addr, path: format!("/fn/{name}/"), pid: wisp.pid };
+            let target = Target { addr: wisp.addr, path: format!("/fn/{name}/"), pid: wisp.pid, authorization: None };
             let spec = Spec {
                 connections: connections as usize,
                 warmup: Duration::from_secs_f64(plan.warm_warmup_s),

@@ -91,7 +91,8 @@ pub fn run(plan: &Plan, wisp: &Wisp) -> anyhow::Result<GateReport> {
     let spec = Spec { duration: Duration::from_secs_f64(plan.gate_duration_s), ..warmup };
     for round in 1..=plan.gate_rounds {
         for side in &mut sides {
-            let target = Target { addr: wisp.addr, path: format!("/fn/{}", side.service), pid: wisp.pid };
+            let target =
+                Target { addr: wisp.addr, path: format!("/fn/{}", side.service), pid: wisp.pid, authorization: None };
             let before_warmup = wisp.gauges(side.service)?.cold_starts;
             loadgen::run(&target, warmup)?;
             let before = wisp.gauges(side.service)?.cold_starts;

@@ -17,11 +17,16 @@
 //!
 //! Shutdown: stop ingress, drain in-flight invocations, then [`Ledger::close`].
 
+mod export;
 mod record;
 mod report;
 mod schema;
 mod writer;
 
+pub use export::{
+    BATCH_CONTENT_TYPE, ExportConfig, ExportStats, Exporter, MAX_BATCH as MAX_EXPORT_BATCH, SIGNATURE_HEADER,
+    disable as disable_export, signature as export_signature,
+};
 pub use record::{Origin, Outcome, ReplicaUsage, Runtime, Source, UsageRecord};
 pub use report::{StoredUsage, UsageQuery, UsageReport, UsageSummary};
 

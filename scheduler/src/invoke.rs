@@ -76,9 +76,10 @@ impl Scheduler {
             done: false,
         };
         let invoked = revision.live.invoke(req).await;
-        let committed = meter.finish(&invoked);
         // With a synchronous ledger, the record is on disk before the caller hears back.
-        committed.await;
+        if let Some(committed) = meter.finish(&invoked) {
+            committed.await;
+        }
         invoked.result.map_err(InvokeError::Runtime)
     }
 }
@@ -120,7 +121,9 @@ struct Meter<'a> {
 }
 
 impl Meter<'_> {
-    fn record(&self, outcome: Outcome, invoked: Option<&Invoked>) -> Committed {
+    /// Observes the invocation in the metrics and queues its usage record (unless metering is
+    /// off); returns when the record counts as written.
+    fn record(&self, outcome: Outcome, invoked: Option<&Invoked>) -> Option<Committed> {
         let wall = self.started.elapsed();
         let (cold, peak, request_bytes, cpu_us, outbound_bytes) = invoked
             .map_or((false, 0, 0, 0, 0), |i| (i.cold, i.peak_memory_bytes, i.request_bytes, i.cpu_us, i.outbound_bytes));
@@ -129,7 +132,10 @@ impl Meter<'_> {
             _ => (0, 0),
         };
         self.inner.metrics_of(self.state).observe(outcome, cold, wall);
-        self.inner.ledger.record(UsageRecord {
+        if !self.inner.config.metering {
+            return None;
+        }
+        Some(self.inner.ledger.record(UsageRecord {
             function: self.state.name.clone(),
             revision: self.revision.stored.revision,
             source: self.origin.source,
@@ -150,10 +156,10 @@ impl Meter<'_> {
             memory_bytes: self.revision.stored.settings.memory_bytes,
             cpu_us,
             outbound_bytes,
-        })
+        }))
     }
 
-    fn finish(mut self, invoked: &Invoked) -> Committed {
+    fn finish(mut self, invoked: &Invoked) -> Option<Committed> {
         self.done = true;
         self.record(outcome(&invoked.result), Some(invoked))
     }

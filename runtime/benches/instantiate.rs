@@ -75,7 +75,7 @@ fn benches(c: &mut Criterion) {
     });
 
     let id = PoolId { function: "hello".into(), revision: 1 };
-    let pool = runtime.pool(id, compiled, Limits::default(), Arc::new(LogBuffer::new(4096)), Arc::from([]));
+    let pool = runtime.pool(id, compiled, Limits::default(), Arc::new(LogBuffer::new(4096)), Default::default());
     let mut group = c.benchmark_group("invoke");
     group.bench_function("warm", |b| b.to_async(&rt).iter_custom(|iters| invoke_n(&runtime, &pool, WARM, iters)));
     group.bench_function("cold", |b| b.to_async(&rt).iter_custom(|iters| invoke_n(&runtime, &pool, 0, iters)));

@@ -90,6 +90,14 @@ pub enum SchedulerError {
     Ledger(#[from] wisp_ledger::LedgerError),
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("secret {name:?} not found in namespace {namespace:?}")]
+    SecretNotFound { namespace: String, name: String },
+    /// A secret functions still read: deleting it would break their next instance.
+    #[error("secret {name:?} is used by {}: remove it from them first", functions.join(", "))]
+    SecretInUse { name: String, functions: Vec<String> },
+    /// A secret's new data would break a function reading it.
+    #[error("{0}")]
+    SecretConflict(String),
 }
 
 impl SchedulerError {
@@ -111,7 +119,8 @@ impl SchedulerError {
                 | DeployError::Instantiate(_)
                 | DeployError::MemoryTooLarge { .. } => ErrorKind::Invalid,
             },
-            SchedulerError::NotFound(_) => ErrorKind::NotFound,
+            SchedulerError::NotFound(_) | SchedulerError::SecretNotFound { .. } => ErrorKind::NotFound,
+            SchedulerError::SecretInUse { .. } | SchedulerError::SecretConflict(_) => ErrorKind::Conflict,
             SchedulerError::Image(e) => match e {
                 wisp_oci::ImageError::NotFound(_) => ErrorKind::NotFound,
                 wisp_oci::ImageError::Io { .. } => ErrorKind::Internal,

@@ -16,6 +16,7 @@ mod model;
 mod revision;
 mod route;
 mod scaling;
+mod secrets;
 mod service;
 mod services;
 mod store;
@@ -27,10 +28,16 @@ pub use api::{
 pub use error::{ErrorKind, InvokeError, SchedulerError};
 pub use images::DEFAULT_PORT;
 pub use kpa::{Averages, Decider, DeciderConfig, Decision, Input, Windows};
-pub use model::{Artifact, SETTING_NAMES, Settings, parse_duration, parse_size, validate_name};
+pub use model::{
+    Artifact, RESERVED_ENV, SETTING_NAMES, SecretKeyRef, Settings, check_env_name, parse_duration, parse_size,
+    validate_name,
+};
 pub use revision::ScalingStatus;
 pub use scaling::{Metric, Scaling};
-pub use service::{DEFAULT_NAMESPACE, ServiceSpec, Template, TrafficTarget, function_id, split_id};
+pub use secrets::SecretInfo;
+pub use service::{
+    CLUSTER_LOCAL, DEFAULT_NAMESPACE, ServiceSpec, Template, TrafficTarget, VISIBILITY_LABEL, function_id, split_id,
+};
 pub use store::{ArtifactRef, StoredObject};
 pub use wisp_ledger::{Origin, Source, UsageQuery, UsageReport};
 pub use wisp_runtime::{BodyError, read_within};
@@ -72,6 +79,9 @@ pub struct SchedulerConfig {
     pub domain: String,
     /// Port shown in service URLs (0: none).
     pub url_port: u16,
+    /// Whether invocations are recorded in the ledger (off only to measure what metering
+    /// costs: nothing can be billed or exported then).
+    pub metering: bool,
 }
 
 impl SchedulerConfig {
@@ -88,6 +98,7 @@ impl SchedulerConfig {
             revision_retention: 20,
             domain: "localhost".to_string(),
             url_port: 0,
+            metering: true,
         }
     }
 }
@@ -146,6 +157,8 @@ pub(crate) struct Inner {
     states: std::sync::Mutex<Vec<std::sync::Weak<FunctionState>>>,
     /// The autoscaler's clock origin.
     epoch: Instant,
+    /// Secrets by namespace and name (written through to the registry).
+    secrets: secrets::Secrets,
 }
 
 impl Inner {
@@ -207,9 +220,11 @@ impl Scheduler {
                 admin: tokio::sync::Mutex::new(()),
                 states: std::sync::Mutex::default(),
                 epoch: Instant::now(),
+                secrets: secrets::Secrets::default(),
             }),
         };
         registry.register_collector(Box::new(metrics::NodeCollector(Arc::downgrade(&scheduler.inner))));
+        scheduler.load_secrets().await?;
         scheduler.restore().await?;
         Ok(scheduler)
     }
@@ -254,6 +269,13 @@ impl Scheduler {
 
     pub(crate) fn service(&self, id: &str) -> Option<Arc<Service>> {
         self.inner.services.read().unwrap().get(id).cloned()
+    }
+
+    /// Whether a function is private (`networking.knative.dev/visibility: cluster-local`): the
+    /// gateway then admits only callers whose token may invoke in its namespace.
+    pub fn is_private(&self, id: &str) -> bool {
+        let services = self.inner.services.read().unwrap();
+        services.get(id).is_some_and(|s| s.spec.labels.get(VISIBILITY_LABEL).is_some_and(|v| v == CLUSTER_LOCAL))
     }
 
     /// Whether a function (service) of this id is deployed (loaded or not).

@@ -35,6 +35,18 @@ pub struct Settings {
     /// Environment variables the guest sees.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Environment variables set from a secret's key (Knative `env[].valueFrom.secretKeyRef`).
+    /// Only the reference is stored: the value is read when an instance starts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<SecretKeyRef>,
+    /// Secrets whose every key becomes an environment variable (`--secret`, Knative
+    /// `envFrom[].secretRef`); `env` and `secret_env` win over them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Origins (`https://api.example.com`) the guest may send HTTP requests to; none by
+    /// default. Wasm components only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_outbound: Vec<String>,
     /// The port a container image's server listens on (`containers[0].ports`); 0 means the
     /// default, 8080. Container images only.
     #[serde(skip_serializing_if = "is_zero")]
@@ -50,6 +62,36 @@ pub struct Settings {
     /// path. Container images only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+}
+
+/// An environment variable read from a secret: `name` gets the value of `secret`'s `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretKeyRef {
+    /// The environment variable.
+    pub name: String,
+    /// The secret, in the function's namespace.
+    pub secret: String,
+    /// The key in the secret.
+    pub key: String,
+}
+
+/// Environment variables the platform sets itself (Knative's `reservedEnvVars`).
+pub const RESERVED_ENV: &[&str] = &["PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"];
+
+/// An environment variable name: a C identifier (what Knative accepts), not reserved.
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let identifier = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !identifier {
+        return Err(format!(
+            "{name:?} is not a valid environment variable name (letters, digits and '_', not starting with a digit)"
+        ));
+    }
+    if RESERVED_ENV.contains(&name) {
+        return Err(format!("{name:?} is a reserved environment variable"));
+    }
+    Ok(())
 }
 
 fn is_zero(n: &u16) -> bool {
@@ -70,6 +112,9 @@ impl Default for Settings {
             container_concurrency: 0,
             scaling: Scaling::default(),
             env: BTreeMap::new(),
+            secret_env: Vec::new(),
+            secrets: Vec::new(),
+            allow_outbound: Vec::new(),
             port: 0,
             command: Vec::new(),
             args: Vec::new(),
@@ -78,9 +123,21 @@ impl Default for Settings {
     }
 }
 
-/// Deploy-time settings names, as accepted in query parameters and manifests.
-pub const SETTING_NAMES: [&str; 7] =
-    ["min_warm", "idle_timeout", "memory", "timeout", "max_request_body", "max_response_body", "max_concurrency"];
+/// Deploy-time settings names, as accepted in query parameters and manifests. `env`
+/// (`K=V`), `secret` and `allow_outbound` may repeat: together they replace the previous
+/// revision's list (an empty value clears it).
+pub const SETTING_NAMES: [&str; 10] = [
+    "min_warm",
+    "idle_timeout",
+    "memory",
+    "timeout",
+    "max_request_body",
+    "max_response_body",
+    "max_concurrency",
+    "env",
+    "secret",
+    "allow_outbound",
+];
 
 const MAX_MIN_WARM: u32 = 1000;
 const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -99,9 +156,37 @@ impl Settings {
     /// the previous revision's settings, so only what a flag names changes.
     pub fn with_params<'a>(self, params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, SchedulerError> {
         let mut s = self;
+        // A repeatable setting given at all replaces the previous list.
+        let mut listed = std::collections::BTreeSet::new();
         for (name, value) in params {
             let invalid = |message: String| SchedulerError::InvalidSetting { field: name.to_string(), message };
+            if matches!(name, "env" | "secret" | "allow_outbound") && listed.insert(name) {
+                match name {
+                    "env" => s.env.clear(),
+                    "secret" => s.secrets.clear(),
+                    _ => s.allow_outbound.clear(),
+                }
+            }
             match name {
+                "env" | "secret" | "allow_outbound" if value.is_empty() => {}
+                "env" => {
+                    let (k, v) = value.split_once('=').ok_or_else(|| invalid(format!("{value:?} is not K=V")))?;
+                    check_env_name(k).map_err(invalid)?;
+                    s.env.insert(k.to_string(), v.to_string());
+                }
+                "secret" => {
+                    validate_name(value)
+                        .map_err(|_| invalid(format!("{value:?} is not a secret name (a DNS label)")))?;
+                    if !s.secrets.iter().any(|n| n == value) {
+                        s.secrets.push(value.to_string());
+                    }
+                }
+                "allow_outbound" => {
+                    let origin = wisp_runtime::wasm::Origin::parse(value).map_err(invalid)?.to_string();
+                    if !s.allow_outbound.contains(&origin) {
+                        s.allow_outbound.push(origin);
+                    }
+                }
                 "min_warm" => {
                     s.min_warm = value.parse().map_err(|_| invalid(format!("{value:?} is not a whole number")))?;
                     if s.min_warm > MAX_MIN_WARM {

@@ -6,7 +6,7 @@ use crate::api::{Action, Applied};
 use crate::images::{IMAGE_FIELD, container_field, container_spec};
 use crate::revision::{Live, Revision};
 use crate::route::{Resolved, Route, Target};
-use crate::service::{ServiceSpec, Template, split_id};
+use crate::service::{CLUSTER_LOCAL, ServiceSpec, Template, VISIBILITY_LABEL, split_id};
 use crate::store::{ArtifactRef, StoredRevision, revision_name};
 use crate::{Artifact, FunctionState, Scheduler, SchedulerError, Service, Settings, now_ms, validate_name};
 use bytes::Bytes;
@@ -144,13 +144,17 @@ impl Scheduler {
         let live = match loaded {
             Loaded::Wasm(compiled) => {
                 let id = PoolId { function: state.name.clone(), revision: stored.revision };
-                let env: Arc<[(String, String)]> =
-                    stored.settings.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                Live::Wasm(inner.runtime.pool(id, compiled, stored.settings.limits(), state.logs.clone(), env))
+                let grants = self.grants(split_id(&stored.function).0, &stored.settings)?;
+                Live::Wasm(inner.runtime.pool(id, compiled, stored.settings.limits(), state.logs.clone(), grants))
             }
             Loaded::Container(image, user) => {
                 let containers = self.containers()?;
-                let spec = container_spec(&image, user, &state.name, stored.revision, &stored.name, &stored.settings);
+                // Secrets' values join the literal env here, never in stored settings.
+                let settings = Settings {
+                    env: self.grants(split_id(&stored.function).0, &stored.settings)?.env.into_iter().collect(),
+                    ..stored.settings.clone()
+                };
+                let spec = container_spec(&image, user, &state.name, stored.revision, &stored.name, &settings);
                 let ended = self.replica_meter(&state.name, stored.revision);
                 Live::Container(containers.replica_set(spec, state.logs.clone(), ended))
             }
@@ -234,6 +238,7 @@ impl Scheduler {
         }
 
         let _admin = self.inner.admin.lock().await;
+        self.check_grants(&spec.namespace, settings, matches!(artifact, Some(Artifact::Image { .. })))?;
         let current = self.service(&id);
         let history = current.as_ref().map_or(&[][..], |s| &s.history[..]);
         // A latest revision that could not be loaded is stamped again, so applying (or
@@ -387,9 +392,9 @@ impl Scheduler {
         params: &[(String, String)],
         bytes: Bytes,
     ) -> Result<crate::FunctionView, SchedulerError> {
-        let settings = self.deploy_settings(id, params)?;
+        let (settings, private) = self.deploy_settings(id, params)?;
         let (artifact, _held_through_apply) = self.put_component(bytes).await?;
-        self.deploy_image(id, settings, artifact.digest()).await
+        self.deploy_image(id, settings, private, artifact.digest()).await
     }
 
     /// Deploys service `id` from an image reference (`name[:tag]` from `wisp image ls`, or a
@@ -400,23 +405,43 @@ impl Scheduler {
         params: &[(String, String)],
         image: &str,
     ) -> Result<crate::FunctionView, SchedulerError> {
-        let settings = self.deploy_settings(id, params)?;
-        self.deploy_image(id, settings, image.to_string()).await
+        let (settings, private) = self.deploy_settings(id, params)?;
+        self.deploy_image(id, settings, private, image.to_string()).await
     }
 
-    /// The settings a redeploy of `id` gets: the latest revision's, with `params` applied.
-    fn deploy_settings(&self, id: &str, params: &[(String, String)]) -> Result<crate::Settings, SchedulerError> {
+    /// The settings a redeploy of `id` gets: the latest revision's, with `params` applied; and
+    /// `private=true|false` if a param sets it (the service's visibility label, not a setting).
+    fn deploy_settings(
+        &self,
+        id: &str,
+        params: &[(String, String)],
+    ) -> Result<(crate::Settings, Option<bool>), SchedulerError> {
         validate_id(id)?;
+        let mut private = None;
+        for (k, v) in params.iter().filter(|(k, _)| k == "private") {
+            private = Some(match v.as_str() {
+                "true" | "" => true,
+                "false" => false,
+                other => {
+                    return Err(SchedulerError::InvalidSetting {
+                        field: k.clone(),
+                        message: format!("{other:?} is not true or false"),
+                    });
+                }
+            });
+        }
         let previous = self.service(id).map(|c| c.latest().settings.clone()).unwrap_or_default();
-        let settings = previous.with_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let params = params.iter().filter(|(k, _)| k != "private");
+        let settings = previous.with_params(params.map(|(k, v)| (k.as_str(), v.as_str())))?;
         self.inner.runtime.check_limits(&settings.limits())?;
-        Ok(settings)
+        Ok((settings, private))
     }
 
     async fn deploy_image(
         &self,
         id: &str,
         settings: crate::Settings,
+        private: Option<bool>,
         image: String,
     ) -> Result<crate::FunctionView, SchedulerError> {
         let mut spec = match self.service(id) {
@@ -427,6 +452,11 @@ impl Scheduler {
             }
         };
         spec.template = Template { image, settings, ..Template::default() };
+        match private {
+            Some(true) => drop(spec.labels.insert(VISIBILITY_LABEL.into(), CLUSTER_LOCAL.into())),
+            Some(false) => drop(spec.labels.remove(VISIBILITY_LABEL)),
+            None => {}
+        }
         self.apply(spec, false).await?;
         self.describe(id).await
     }

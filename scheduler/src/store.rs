@@ -116,6 +116,16 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL,
         PRIMARY KEY (name, tag)
      );",
+    // 5: secrets, apart from settings (which only name them): `data` is a JSON object of
+    // key to value.
+    "CREATE TABLE secrets (
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
+     );",
 ];
 
 /// Brings the schema up to date, one transaction per step. A data dir from a newer release
@@ -164,7 +174,12 @@ impl Store {
     pub(crate) fn open(data_dir: &Path) -> Result<Self, SchedulerError> {
         let components = data_dir.join("components");
         std::fs::create_dir_all(&components).map_err(|e| SchedulerError::Io { path: components.clone(), error: e })?;
-        let mut conn = Connection::open(data_dir.join("wisp.db"))?;
+        let path = data_dir.join("wisp.db");
+        let mut conn = Connection::open(&path)?;
+        // It holds secrets: owner only (SQLite gives its -wal and -shm files the same mode).
+        let owner_only = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+        std::fs::set_permissions(&path, owner_only)
+            .map_err(|error| SchedulerError::Io { path: path.clone(), error })?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -172,7 +187,7 @@ impl Store {
         Ok(Self { conn: Mutex::new(conn), components })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap()
     }
 

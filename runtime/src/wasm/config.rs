@@ -26,6 +26,11 @@ pub struct WasmConfig {
     pub max_field_size: usize,
     /// Largest table (elements) an instance may grow.
     pub max_table_elements: usize,
+    /// Bounds each granted outbound HTTP request: connecting, the first response byte, each
+    /// gap between body bytes, and waiting for a slot under `max_outbound_concurrency`.
+    pub outbound_timeout: Duration,
+    /// Granted outbound HTTP requests in flight on the node at once; more wait for a slot.
+    pub max_outbound_concurrency: usize,
 }
 
 impl Default for WasmConfig {
@@ -41,6 +46,8 @@ impl Default for WasmConfig {
             max_resources: 10_000,
             max_field_size: 128 << 10,
             max_table_elements: 1 << 20,
+            outbound_timeout: Duration::from_secs(10),
+            max_outbound_concurrency: 256,
         }
     }
 }

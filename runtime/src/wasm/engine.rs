@@ -3,6 +3,7 @@
 
 use super::cache::{CacheStats, CompileCache};
 use super::host::Host;
+use super::outbound::{Grants, OutboundLimits};
 use super::pool::{self, InstancePool, PoolId};
 use super::validate::{check_bytes, is_incoming_handler};
 use super::{DeployError, RuntimeError, WasmConfig};
@@ -20,6 +21,7 @@ pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) config: WasmConfig,
     pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) outbound: OutboundLimits,
 }
 
 /// The Wasm runtime of a node: one engine, its linker and compile cache. Cheap to clone.
@@ -63,7 +65,7 @@ impl WasmRuntime {
         let cache = CompileCache::open(cache_dir, &engine)?;
         spawn_epoch_ticker(&engine, config.epoch_tick)?;
         Ok(Self {
-            shared: Arc::new(Shared { engine, config, budget }),
+            shared: Arc::new(Shared { engine, outbound: outbound_limits(&config), config, budget }),
             linker: Arc::new(linker),
             cache: Arc::new(cache),
             loaded: Arc::default(),
@@ -145,7 +147,8 @@ impl WasmRuntime {
     /// that cannot start (say, its initial memory is above its limit) is refused at deploy.
     pub async fn check_instantiates(&self, compiled: &Compiled, limits: Limits) -> Result<(), DeployError> {
         let logs = Arc::new(LogBuffer::new(0));
-        pool::instantiate(&self.shared, &compiled.pre, &limits, &logs, "deploy-check", &[]).await.map(drop).map_err(
+        let grants = pool::Granted::from(Grants::default());
+        pool::instantiate(&self.shared, &compiled.pre, &limits, &logs, "deploy-check", &grants).await.map(drop).map_err(
             |e| match e {
                 pool::InstantiateError::Capacity(m) => DeployError::Capacity(m),
                 pool::InstantiateError::Component(m) => DeployError::Instantiate(m),
@@ -154,16 +157,24 @@ impl WasmRuntime {
         )
     }
 
-    /// Starts a revision's instance pool (empty until its target is raised). Needs a tokio runtime.
+    /// Starts a revision's instance pool (empty until its target is raised), its instances
+    /// granted `grants`. Needs a tokio runtime.
     pub fn pool(
         &self,
         id: PoolId,
         compiled: Compiled,
         limits: Limits,
         logs: Arc<LogBuffer>,
-        env: Arc<[(String, String)]>,
+        grants: Grants,
     ) -> InstancePool {
-        InstancePool::start(self.shared.clone(), id, compiled, limits, logs, env)
+        InstancePool::start(self.shared.clone(), id, compiled, limits, logs, grants)
+    }
+}
+
+fn outbound_limits(config: &WasmConfig) -> OutboundLimits {
+    OutboundLimits {
+        timeout: config.outbound_timeout,
+        permits: Arc::new(tokio::sync::Semaphore::new(config.max_outbound_concurrency)),
     }
 }
 

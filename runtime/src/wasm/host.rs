@@ -1,7 +1,9 @@
-//! The data each wasmtime `Store` carries: WASI state granting nothing by default, the memory
+//! The data each wasmtime `Store` carries: WASI state granting nothing by default (outbound
+//! HTTP only to the origins the function is granted), the memory
 //! limiter that also measures peak usage and charges the node's memory budget, the deadline the
 //! epoch callback enforces, and guest stdout/stderr streams into the function's log ring.
 
+use super::outbound::Outbound;
 use crate::{LogBuffer, MemoryBudget};
 use bytes::Bytes;
 use std::io;
@@ -14,13 +16,13 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub(crate) struct Host {
     pub(crate) wasi: WasiCtx,
     pub(crate) http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) hooks: DenyOutbound,
+    pub(crate) hooks: Outbound,
     pub(crate) memory: MemoryMeter,
     /// When the running invocation must stop; checked on every epoch tick.
     pub(crate) deadline: Instant,
@@ -35,27 +37,6 @@ impl WasiView for Host {
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
-    }
-}
-
-/// Outbound HTTP is not granted to functions (yet): every request is denied.
-pub(crate) struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 

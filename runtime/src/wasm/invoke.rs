@@ -87,8 +87,10 @@ where
         InstantiateError::Budget(limit) => InvokeError::MemoryBudget { limit },
     })?;
     invoked.cold = cold;
+    let outbound = ready.store.data().hooks.bytes.clone();
     let (result, peak) = run(pool, ready, http::Request::from_parts(parts, Full::new(body)), deadline).await;
     invoked.peak_memory_bytes = peak;
+    invoked.outbound_bytes = outbound.load(std::sync::atomic::Ordering::Relaxed);
     result
 }
 

@@ -8,6 +8,7 @@ mod engine;
 mod error;
 mod host;
 mod invoke;
+mod outbound;
 mod pool;
 mod validate;
 
@@ -15,4 +16,5 @@ pub use cache::CacheStats;
 pub use config::WasmConfig;
 pub use engine::{Compiled, PoolUsage, WasmRuntime};
 pub use error::{DeployError, RuntimeError};
+pub use outbound::{Grants, Origin};
 pub use pool::{InstancePool, PoolId};

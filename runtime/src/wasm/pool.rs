@@ -3,10 +3,11 @@
 //! pool up to its target. One instance serves one request and is then dropped.
 
 use super::engine::{Compiled, Shared};
-use super::host::{DenyOutbound, Host, LogStream, MemoryMeter};
+use super::host::{Host, LogStream, MemoryMeter};
+use super::outbound::{Grants, Origin, Outbound};
 use crate::{InvokeError, Limits, LogBuffer, WorkloadStats};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Instant;
 use tokio::sync::Notify;
 use wasmtime::component::ResourceTable;
@@ -37,8 +38,8 @@ pub(crate) struct PoolInner {
     pre: Arc<ProxyPre<Host>>,
     pub(crate) limits: Limits,
     logs: Arc<LogBuffer>,
-    /// Environment variables every instance sees.
-    env: Arc<[(String, String)]>,
+    /// What new instances are granted; replaced when a secret they read changes.
+    grants: RwLock<Arc<Granted>>,
     ready: Mutex<Vec<Ready>>,
     /// Finished stores, dropped by the refill task: returning a slot to the pool (and resetting
     /// its memory) happens off the response path, right before the slot is reused.
@@ -64,7 +65,7 @@ impl InstancePool {
         compiled: Compiled,
         limits: Limits,
         logs: Arc<LogBuffer>,
-        env: Arc<[(String, String)]>,
+        grants: Grants,
     ) -> Self {
         let refill = Arc::new(Notify::new());
         let inner = Arc::new(PoolInner {
@@ -73,7 +74,7 @@ impl InstancePool {
             pre: compiled.pre,
             limits,
             logs,
-            env,
+            grants: RwLock::new(Arc::new(Granted::from(grants))),
             ready: Mutex::new(Vec::new()),
             finished: Mutex::new(Vec::new()),
             target: AtomicUsize::new(0),
@@ -85,6 +86,29 @@ impl InstancePool {
         });
         tokio::spawn(refill_loop(Arc::downgrade(&inner), refill));
         Self { inner }
+    }
+
+    /// Replaces what instances are granted (a secret changed): instances made ahead with the
+    /// old grants are dropped, so every invocation that starts from now on sees the new ones.
+    pub fn set_grants(&self, grants: Grants) {
+        *self.inner.grants.write().unwrap() = Arc::new(Granted::from(grants));
+        let stale = std::mem::take(&mut *self.inner.ready.lock().unwrap());
+        for r in stale {
+            self.inner.reap(r.store);
+        }
+        self.inner.refill.notify_one();
+    }
+}
+
+/// A pool's grants in the shape instantiation uses.
+pub(crate) struct Granted {
+    env: Vec<(String, String)>,
+    allow: Arc<[Origin]>,
+}
+
+impl From<Grants> for Granted {
+    fn from(g: Grants) -> Self {
+        Self { env: g.env, allow: g.allow_outbound.into() }
     }
 }
 
@@ -157,7 +181,8 @@ impl PoolInner {
     }
 
     async fn instantiate(&self) -> Result<Ready, InstantiateError> {
-        instantiate(&self.shared, &self.pre, &self.limits, &self.logs, &self.id.function, &self.env).await
+        let grants = self.grants.read().unwrap().clone();
+        instantiate(&self.shared, &self.pre, &self.limits, &self.logs, &self.id.function, &grants).await
     }
 
     /// Hands a finished store to the refill task, which drops it (freeing its pool slot).
@@ -240,11 +265,11 @@ pub(crate) async fn instantiate(
     limits: &Limits,
     logs: &Arc<LogBuffer>,
     function: &str,
-    env: &[(String, String)],
+    grants: &Granted,
 ) -> Result<Ready, InstantiateError> {
     let config = &shared.config;
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdout(LogStream(logs.clone())).stderr(LogStream(logs.clone())).arg(function).envs(env);
+    wasi.stdout(LogStream(logs.clone())).stderr(LogStream(logs.clone())).arg(function).envs(&grants.env);
     let mut table = ResourceTable::new();
     table.set_max_capacity(config.max_resources);
     let mut http = WasiHttpCtx::new();
@@ -253,7 +278,7 @@ pub(crate) async fn instantiate(
         wasi: wasi.build(),
         http,
         table,
-        hooks: DenyOutbound,
+        hooks: Outbound { allow: grants.allow.clone(), limits: shared.outbound.clone(), bytes: Default::default() },
         memory: MemoryMeter {
             limit: limits.memory_bytes,
             peak: 0,

@@ -33,7 +33,7 @@ fn pool(f: &Fixture, name: &str, limits: Limits) -> InstancePool {
         compiled,
         limits,
         Arc::new(LogBuffer::new(4096)),
-        Arc::from([]),
+        Default::default(),
     )
 }
 

@@ -1,7 +1,7 @@
 //! The `/v1/` admin API (see docs/admin-api.md): JSON in, JSON out. Not subject to the function
 //! concurrency limit, so it keeps answering while functions are saturated.
 
-use crate::{ApiError, Body, Gateway, Resp, json_response, kind_status, text_response};
+use crate::{ApiError, Body, Gateway, Resp, auth, json_response, kind_status, text_response};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body::Body as _;
@@ -10,7 +10,8 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 use wisp_manifest::Object;
-use wisp_scheduler::{BodyError, DEFAULT_NAMESPACE, UsageQuery, function_id, read_within};
+use wisp_access::{Action, Role, Scope, TokenInfo};
+use wisp_scheduler::{BodyError, DEFAULT_NAMESPACE, UsageQuery, function_id, read_within, split_id};
 
 /// Most usage records one query returns.
 const MAX_USAGE_RECORDS: u32 = 10_000;
@@ -21,7 +22,16 @@ const DRAIN_LIMIT: u64 = 256 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 const DRAIN_PAUSE: Duration = Duration::from_secs(1);
 
-pub(crate) async fn handle(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
+pub(crate) async fn handle(gateway: &Gateway, mut req: Request<Body>) -> Result<Resp, ApiError> {
+    // Before anything is read or changed: a refused request has no effect. Its body is
+    // drained (within bounds) so a client still sending it reads the 401/403.
+    let caller = match auth::authorize(gateway, &mut req) {
+        Ok(caller) => caller,
+        Err(refused) => {
+            drain(std::pin::pin!(req.into_body())).await;
+            return Err(refused);
+        }
+    };
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
     let method = req.method().clone();
@@ -29,7 +39,11 @@ pub(crate) async fn handle(gateway: &Gateway, req: Request<Body>) -> Result<Resp
     let scheduler = &gateway.scheduler;
     match segments.as_slice() {
         ["functions"] => match method {
-            Method::GET => Ok(json_response(StatusCode::OK, &serde_json::json!({ "functions": scheduler.list() }))),
+            Method::GET => {
+                let mut functions = scheduler.list();
+                functions.retain(|f| auth::sees(&caller, split_id(&f.name).0));
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "functions": functions })))
+            }
             _ => Err(not_allowed("GET")),
         },
         ["functions", name] => {
@@ -52,11 +66,15 @@ pub(crate) async fn handle(gateway: &Gateway, req: Request<Body>) -> Result<Resp
             _ => Err(not_allowed("GET")),
         },
         ["apply"] => match method {
-            Method::POST => apply(gateway, req).await,
+            Method::POST => apply(gateway, &caller, req).await,
             _ => Err(not_allowed("POST")),
         },
         ["services"] => match method {
-            Method::GET => Ok(json_response(StatusCode::OK, &serde_json::json!({ "services": scheduler.services() }))),
+            Method::GET => {
+                let mut services = scheduler.services();
+                services.retain(|s| auth::sees(&caller, &s.spec.namespace));
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "services": services })))
+            }
             _ => Err(not_allowed("GET")),
         },
         ["services", namespace, name] => {
@@ -101,32 +119,125 @@ pub(crate) async fn handle(gateway: &Gateway, req: Request<Body>) -> Result<Resp
         },
         ["triggers"] => match method {
             Method::GET => {
-                Ok(json_response(StatusCode::OK, &serde_json::json!({ "triggers": gateway.triggers.list() })))
+                let mut triggers = gateway.triggers.list();
+                triggers.retain(|t| auth::sees(&caller, split_id(&t.spec.function).0));
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "triggers": triggers })))
             }
             Method::POST => {
-                let spec = read_json(gateway, req).await?;
+                let spec: wisp_triggers::TriggerSpec = read_json(gateway, req).await?;
+                auth::confine(&caller, Action::Write, Some(split_id(&spec.function).0))?;
                 Ok(json_response(StatusCode::CREATED, &gateway.triggers.create(spec).await?))
             }
             _ => Err(not_allowed("GET, POST")),
         },
         ["triggers", name] => match method {
-            Method::GET => Ok(json_response(StatusCode::OK, &gateway.triggers.describe(name)?)),
+            Method::GET => {
+                let trigger = gateway.triggers.describe(name)?;
+                auth::confine(&caller, Action::Read, Some(split_id(&trigger.spec.function).0))?;
+                Ok(json_response(StatusCode::OK, &trigger))
+            }
             Method::DELETE => {
+                let function = gateway.triggers.describe(name)?.spec.function;
+                auth::confine(&caller, Action::Write, Some(split_id(&function).0))?;
                 gateway.triggers.delete(name).await?;
                 Ok(json_response(StatusCode::OK, &serde_json::json!({ "deleted": name })))
             }
             _ => Err(not_allowed("GET, DELETE")),
         },
         ["invocations", id] => match method {
-            Method::GET => Ok(json_response(StatusCode::OK, &gateway.invocations.get(id).await?)),
+            Method::GET => {
+                let invocation = gateway.invocations.get(id).await?;
+                auth::confine(&caller, Action::Read, Some(split_id(&invocation.function).0))?;
+                Ok(json_response(StatusCode::OK, &invocation))
+            }
             _ => Err(not_allowed("GET")),
         },
+        ["secrets"] => match method {
+            Method::GET => {
+                let namespace = query_pairs(&req).into_iter().find(|(k, _)| k == "namespace").map(|(_, v)| v);
+                let mut secrets = scheduler.secrets(namespace.as_deref());
+                secrets.retain(|s| auth::sees(&caller, &s.namespace));
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "secrets": secrets })))
+            }
+            _ => Err(not_allowed("GET")),
+        },
+        ["secrets", name] => {
+            let id = namespaced(&req, name);
+            let (namespace, name) = split_id(&id);
+            match method {
+                Method::PUT => put_secret(gateway, namespace, name, req).await,
+                Method::DELETE => {
+                    scheduler.delete_secret(namespace, name).await?;
+                    Ok(json_response(StatusCode::OK, &serde_json::json!({ "deleted": name, "namespace": namespace })))
+                }
+                _ => Err(not_allowed("PUT, DELETE")),
+            }
+        }
         ["usage"] => match method {
             Method::GET => Ok(json_response(StatusCode::OK, &scheduler.usage(usage_query(&req)?).await?)),
             _ => Err(not_allowed("GET")),
         },
+        ["tokens"] => match method {
+            Method::GET => Ok(json_response(StatusCode::OK, &serde_json::json!({ "tokens": gateway.access.list() }))),
+            Method::POST => create_token(gateway, req).await,
+            _ => Err(not_allowed("GET, POST")),
+        },
+        ["tokens", id] => match method {
+            Method::DELETE => {
+                let revoked = gateway.access.revoke(id).await?;
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "revoked": revoked })))
+            }
+            _ => Err(not_allowed("DELETE")),
+        },
         _ => Err(ApiError::NoRoute(path.clone())),
     }
+}
+
+/// `POST /v1/tokens` with `{"name", "role", "namespace"}` (`namespace`: a namespace or `*`;
+/// optional for admin tokens, which are always `*`): the token's text, shown this once.
+async fn create_token(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NewToken {
+        name: String,
+        role: String,
+        namespace: Option<String>,
+    }
+    let bytes = read_small(gateway, req, MAX_JSON, "JSON body").await?;
+    let new: NewToken = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("token: {e}")))?;
+    let role: Role = new.role.parse()?;
+    let namespace = match (new.namespace.as_deref(), role) {
+        (Some(ns), _) => Scope::parse(ns)?,
+        (None, Role::Admin) => Scope::All,
+        (None, _) => {
+            return Err(ApiError::BadRequest("namespace: required: a namespace, or * for all namespaces".into()));
+        }
+    };
+    let (info, token) = gateway.access.create(&new.name, role, namespace).await?;
+    let mut body = serde_json::to_value(&info).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["token"] = serde_json::Value::String(token);
+    Ok(json_response(StatusCode::CREATED, &body))
+}
+
+/// `PUT /v1/secrets/{name}?namespace=NS` with `{"data": {"KEY": "VALUE", ...}}`: creates
+/// (201) or replaces (200) the secret; answers with its key names only.
+async fn put_secret(gateway: &Gateway, namespace: &str, name: &str, req: Request<Body>) -> Result<Resp, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NewSecret {
+        data: std::collections::BTreeMap<String, String>,
+    }
+    let bytes = read_small(gateway, req, MAX_JSON, "secret").await?;
+    // serde's messages quote the offending value: name only where it is.
+    let new: NewSecret = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "secret: the body must be {{\"data\": {{\"KEY\": \"VALUE\", ...}}}} with string values (error at line {} column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let (info, created) = gateway.scheduler.put_secret(namespace, name, new.data).await?;
+    Ok(json_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &info))
 }
 
 /// Largest JSON object the admin API reads (a trigger spec is a few hundred bytes).
@@ -160,7 +271,7 @@ fn namespaced<B>(req: &Request<B>, name: &str) -> String {
 /// `POST /v1/apply[?dry_run=true]`: Knative manifests (YAML documents or JSON). Every object is
 /// validated (and dry-run against the node: images resolve, traffic names revisions) before
 /// any is applied, so a bad document changes nothing.
-async fn apply(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
+async fn apply(gateway: &Gateway, caller: &TokenInfo, req: Request<Body>) -> Result<Resp, ApiError> {
     let mut dry_run = false;
     for (k, v) in query_pairs(&req) {
         match (k.as_str(), v.as_str()) {
@@ -172,6 +283,15 @@ async fn apply(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> 
     let bytes = read_small(gateway, req, MAX_MANIFEST, "manifest").await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::BadRequest("the manifest is not UTF-8".into()))?;
     let objects = wisp_manifest::parse(text)?;
+    // A namespaced token applies only into its namespace: checked for every object before any
+    // is applied.
+    for object in &objects {
+        let namespace = match object {
+            Object::Service(s) => s.namespace.as_str(),
+            Object::Trigger(t) => split_id(&t.function).0,
+        };
+        auth::confine(caller, Action::Write, Some(namespace))?;
+    }
     let services: Vec<String> = objects
         .iter()
         .filter_map(|o| match o {
@@ -400,6 +520,6 @@ async fn drain(mut body: Pin<&mut Body>) {
     .await;
 }
 
-fn query_pairs<B>(req: &Request<B>) -> Vec<(String, String)> {
+pub(crate) fn query_pairs<B>(req: &Request<B>) -> Vec<(String, String)> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
 }

@@ -81,8 +81,10 @@ pub const MAX_CONCURRENCY: &str = "wisp.dev/max-concurrency";
 pub const MAX_REQUEST_BODY: &str = "wisp.dev/max-request-body";
 /// `Settings::max_response_body_bytes` (a quantity, above 0 and at most 1Gi).
 pub const MAX_RESPONSE_BODY: &str = "wisp.dev/max-response-body";
+/// `Settings::allow_outbound`: origins outbound HTTP may reach, comma-separated.
+pub const ALLOW_OUTBOUND: &str = "wisp.dev/allow-outbound";
 /// The Wisp annotations of a revision template.
-pub const TEMPLATE_WISP_KEYS: &[&str] = &[MAX_CONCURRENCY, MAX_REQUEST_BODY, MAX_RESPONSE_BODY];
+pub const TEMPLATE_WISP_KEYS: &[&str] = &[MAX_CONCURRENCY, MAX_REQUEST_BODY, MAX_RESPONSE_BODY, ALLOW_OUTBOUND];
 
 pub const KPA: &str = "kpa.autoscaling.knative.dev";
 pub const HPA: &str = "hpa.autoscaling.knative.dev";
@@ -271,6 +273,16 @@ pub fn apply_template(anns: &BTreeMap<String, String>, path: &str, settings: &mu
             Err(_) => errs.invalid(v, at(MAX_CONCURRENCY)),
         }
     }
+    if let Some(v) = anns.get(ALLOW_OUTBOUND) {
+        settings.allow_outbound.clear();
+        for origin in v.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            match wisp_scheduler::parse_origin(origin) {
+                Ok(o) if !settings.allow_outbound.contains(&o) => settings.allow_outbound.push(o),
+                Ok(_) => {}
+                Err(why) => errs.invalid_details(v, at(ALLOW_OUTBOUND), why),
+            }
+        }
+    }
     for (key, field) in [
         (MAX_REQUEST_BODY, &mut settings.max_request_body_bytes),
         (MAX_RESPONSE_BODY, &mut settings.max_response_body_bytes),
@@ -410,6 +422,13 @@ pub fn for_settings(written: &BTreeMap<String, String>, settings: &Settings) -> 
         settings.max_response_body_bytes == default.max_response_body_bytes,
         format_bytes(settings.max_response_body_bytes.clamp(1, MAX_BODY)),
     );
+    if settings.allow_outbound != parsed.allow_outbound {
+        if settings.allow_outbound.is_empty() {
+            out.remove(ALLOW_OUTBOUND);
+        } else {
+            out.put(ALLOW_OUTBOUND, settings.allow_outbound.join(","));
+        }
+    }
     out.map
 }
 

@@ -9,7 +9,7 @@ use crate::meta::{self, Metadata};
 use crate::walk::{Obj, Rules, SERVER_METADATA};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use wisp_scheduler::{ServiceSpec, Settings, Template, TrafficTarget};
+use wisp_scheduler::{CLUSTER_LOCAL, SecretKeyRef, ServiceSpec, Settings, Template, TrafficTarget, VISIBILITY_LABEL};
 
 pub const API_VERSION: &str = "serving.knative.dev/v1";
 pub const KIND: &str = "Service";
@@ -74,7 +74,6 @@ const POD_DISALLOWED: &[&str] = &[
 ];
 /// Container fields Knative accepts and Wisp cannot honour (`readinessProbe` is looked at apart).
 const CONTAINER_UNSUPPORTED: &[&str] = &[
-    "envFrom",
     "imagePullPolicy",
     "livenessProbe",
     "startupProbe",
@@ -95,15 +94,20 @@ const SERVICE_UNSUPPORTED_ANNOTATIONS: &[&str] = &["serving.knative.dev/rollout-
 /// Template annotation prefixes and keys whose behaviour Wisp does not have.
 const TEMPLATE_UNSUPPORTED_ANNOTATIONS: &[&str] =
     &["serving.knative.dev/progress-deadline", "queue.sidecar.serving.knative.dev/", "features.knative.dev/"];
-/// Labels that steer Knative networking Wisp does not have.
-const UNSUPPORTED_LABELS: &[&str] = &["networking.knative.dev/visibility"];
+/// Labels that steer Knative networking Wisp does not have (a revision template's visibility
+/// label: Knative reads it on Services and Routes only).
+const UNSUPPORTED_LABELS: &[&str] = &[VISIBILITY_LABEL];
 
 /// Reads a Service document (`apiVersion` and `kind` already taken from `root`).
 pub fn read(mut root: Obj<'_>, errs: &mut FieldErrors) -> ServiceSpec {
     let md = meta::read_object_meta(&mut root, errs);
     annotations::refuse_on_service(&md.annotations, "metadata.annotations", errs);
     refuse_keys(&md.annotations, SERVICE_UNSUPPORTED_ANNOTATIONS, "metadata.annotations", errs);
-    refuse_keys(&md.labels, UNSUPPORTED_LABELS, "metadata.labels", errs);
+    // `cluster-local` makes the service private (callers need a token); Knative accepts no
+    // other value.
+    if let Some(value) = md.labels.get(VISIBILITY_LABEL).filter(|v| *v != CLUSTER_LOCAL) {
+        errs.invalid(value, join("metadata.labels", VISIBILITY_LABEL));
+    }
     let _status = root.get("status");
 
     let mut service = ServiceSpec {
@@ -243,7 +247,10 @@ fn container(mut c: Obj<'_>, settings: &mut Settings, errs: &mut FieldErrors) ->
         );
     }
     if let Some(entries) = c.array("env", errs) {
-        settings.env = env(entries, errs);
+        (settings.env, settings.secret_env) = env(entries, errs);
+    }
+    if let Some(entries) = c.array("envFrom", errs) {
+        settings.secrets = env_from(entries, errs);
     }
     if let Some(entries) = c.array("ports", errs) {
         settings.port = ports(entries, &c.at("ports"), errs);
@@ -385,15 +392,26 @@ fn is_default_probe(v: &Value) -> bool {
     })
 }
 
-/// `env`: names are C identifiers, not reserved, not repeated; `valueFrom` is not supported.
-fn env(entries: Vec<(String, &Value)>, errs: &mut FieldErrors) -> BTreeMap<String, String> {
+/// `env`: names are C identifiers, not reserved, not repeated; each has a `value` or a
+/// `valueFrom.secretKeyRef` (the only source Wisp has). Returns the literal values and the
+/// secret references.
+fn env(entries: Vec<(String, &Value)>, errs: &mut FieldErrors) -> (BTreeMap<String, String>, Vec<SecretKeyRef>) {
     let mut out = BTreeMap::new();
+    let mut refs = Vec::new();
     let mut seen = BTreeSet::new();
     for (path, value) in entries {
         let Some(mut e) = Obj::new(value, &path, errs) else { continue };
         let name = e.str("name", errs).unwrap_or_default();
         let name_path = e.at("name");
         let value = e.str("value", errs).unwrap_or_default();
+        let from = match e.object("valueFrom", errs) {
+            Some(_) if !value.is_empty() => {
+                errs.add_paths("expected exactly one, got both", vec![e.at("value"), e.at("valueFrom")]);
+                None
+            }
+            Some(from) => secret_key_ref(from, errs),
+            None => None,
+        };
         if name.is_empty() {
             errs.missing(&name_path);
         } else if RESERVED_ENV.contains(&name) {
@@ -402,10 +420,81 @@ fn env(entries: Vec<(String, &Value)>, errs: &mut FieldErrors) -> BTreeMap<Strin
             errs.invalid_details(name, &name_path, msgs.join(", "));
         } else if !seen.insert(name) {
             errs.add(format!("duplicate environment variable name {name:?}"), &name_path);
+        } else if let Some((secret, key)) = from {
+            refs.push(SecretKeyRef { name: name.to_string(), secret, key });
         } else {
             out.insert(name.to_string(), value.to_string());
         }
-        e.finish(&Rules { unsupported: &["valueFrom"], ..Rules::default() }, errs);
+        e.finish(&Rules::default(), errs);
+    }
+    (out, refs)
+}
+
+/// `valueFrom`: a `secretKeyRef` with a `name` and a `key`; returns them.
+fn secret_key_ref(mut from: Obj<'_>, errs: &mut FieldErrors) -> Option<(String, String)> {
+    let found = match from.object("secretKeyRef", errs) {
+        None => {
+            if !["configMapKeyRef", "fieldRef", "resourceFieldRef"].iter().any(|k| from.has(k)) {
+                errs.add("expected exactly one, got neither", from.path.clone());
+            }
+            None
+        }
+        Some(mut r) => {
+            let name = secret_name(&mut r, errs);
+            let key = r.str("key", errs).unwrap_or_default().to_string();
+            if key.is_empty() {
+                errs.missing(r.at("key"));
+            }
+            optional_false(&mut r, errs);
+            r.finish(&Rules::default(), errs);
+            name.filter(|_| !key.is_empty()).map(|name| (name, key))
+        }
+    };
+    let unsupported = &["configMapKeyRef", "fieldRef", "resourceFieldRef"];
+    from.finish(&Rules { unsupported, ..Rules::default() }, errs);
+    found
+}
+
+/// A secret reference's `name`: required, a DNS label.
+fn secret_name(r: &mut Obj<'_>, errs: &mut FieldErrors) -> Option<String> {
+    let name = r.str("name", errs).unwrap_or_default();
+    if name.is_empty() {
+        errs.missing(r.at("name"));
+        return None;
+    }
+    if wisp_scheduler::validate_name(name).is_err() {
+        errs.invalid_details(name, r.at("name"), "a secret name is a DNS label: lowercase letters, digits and '-'");
+        return None;
+    }
+    Some(name.to_string())
+}
+
+/// `optional: true` would start instances without the secret; Wisp requires it to exist.
+fn optional_false(r: &mut Obj<'_>, errs: &mut FieldErrors) {
+    if r.bool("optional", errs) == Some(true) {
+        errs.unsupported_details(r.at("optional"), "Wisp requires referenced secrets to exist");
+    }
+}
+
+/// `envFrom`: each a `secretRef` whose every key becomes an environment variable.
+fn env_from(entries: Vec<(String, &Value)>, errs: &mut FieldErrors) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, value) in entries {
+        let Some(mut e) = Obj::new(value, &path, errs) else { continue };
+        match e.object("secretRef", errs) {
+            Some(mut r) => {
+                if let Some(name) = secret_name(&mut r, errs)
+                    && !out.contains(&name)
+                {
+                    out.push(name);
+                }
+                optional_false(&mut r, errs);
+                r.finish(&Rules::default(), errs);
+            }
+            None if !e.has("configMapRef") => errs.add("expected exactly one, got neither", e.at("secretRef")),
+            None => {}
+        }
+        e.finish(&Rules { unsupported: &["configMapRef", "prefix"], ..Rules::default() }, errs);
     }
     out
 }
@@ -521,9 +610,18 @@ pub fn to_manifest(spec: &ServiceSpec) -> Value {
     if s.port != 0 {
         container.insert("ports".into(), json!([{"containerPort": s.port}]));
     }
-    if !s.env.is_empty() {
-        let env: Vec<Value> = s.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+    if !s.env.is_empty() || !s.secret_env.is_empty() {
+        let mut env: Vec<Value> = s.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
+        env.extend(
+            s.secret_env
+                .iter()
+                .map(|r| json!({"name": r.name, "valueFrom": {"secretKeyRef": {"name": r.secret, "key": r.key}}})),
+        );
         container.insert("env".into(), Value::Array(env));
+    }
+    if !s.secrets.is_empty() {
+        let from: Vec<Value> = s.secrets.iter().map(|name| json!({"secretRef": {"name": name}})).collect();
+        container.insert("envFrom".into(), Value::Array(from));
     }
     container
         .insert("resources".into(), json!({"limits": {"memory": k8s::format_bytes(s.memory_bytes.max(MIN_MEMORY))}}));

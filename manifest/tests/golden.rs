@@ -176,6 +176,16 @@ fn env_and_wisp_knobs_map() {
 }
 
 #[test]
+fn secrets_are_references_and_origins_canonical() {
+    let st = service("secrets.yaml").template.settings;
+    assert_eq!(st.env, BTreeMap::from([("MODE".to_string(), "live".to_string())]));
+    let r = &st.secret_env[0];
+    assert_eq!((st.secret_env.len(), &*r.name, &*r.secret, &*r.key), (1, "PASSWORD", "db", "password"));
+    assert_eq!(st.secrets, ["api-keys"]);
+    assert_eq!(st.allow_outbound, ["https://api.example.com", "http://127.0.0.1:18080"]);
+}
+
+#[test]
 fn kubectl_get_output_applies_as_it_is() {
     let s = service("kubectl-get-output.yaml");
     assert_eq!(s.template.image, "hello:v1");

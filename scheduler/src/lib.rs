@@ -29,7 +29,7 @@ pub use error::{ErrorKind, InvokeError, SchedulerError};
 pub use images::DEFAULT_PORT;
 pub use kpa::{Averages, Decider, DeciderConfig, Decision, Input, Windows};
 pub use model::{
-    Artifact, RESERVED_ENV, SETTING_NAMES, SecretKeyRef, Settings, check_env_name, parse_duration, parse_size,
+    Artifact, RESERVED_ENV, SETTING_NAMES, SecretKeyRef, Settings, check_env_name, parse_duration, parse_origin, parse_size,
     validate_name,
 };
 pub use revision::ScalingStatus;
@@ -39,7 +39,7 @@ pub use service::{
     CLUSTER_LOCAL, DEFAULT_NAMESPACE, ServiceSpec, Template, TrafficTarget, VISIBILITY_LABEL, function_id, split_id,
 };
 pub use store::{ArtifactRef, StoredObject};
-pub use wisp_ledger::{Origin, Source, UsageQuery, UsageReport};
+pub use wisp_ledger::{Bill, GroupBy, Origin, Period, Pricing, Source, UsageQuery, UsageReport, parse_time};
 pub use wisp_runtime::{BodyError, read_within};
 
 use metrics::{FunctionMetrics, Metrics};
@@ -333,6 +333,24 @@ impl Scheduler {
     pub async fn usage(&self, query: UsageQuery) -> Result<UsageReport, SchedulerError> {
         self.inner.ledger.flush().await;
         Ok(self.inner.ledger.report(query).await?)
+    }
+
+    /// A calendar month's bill, for one namespace or all; includes every invocation finished
+    /// before the call.
+    pub async fn bill(&self, period: Period, namespace: Option<String>) -> Result<Bill, SchedulerError> {
+        self.inner.ledger.flush().await;
+        Ok(self.inner.ledger.bill(period, namespace).await?)
+    }
+
+    /// The price plans bills are computed with.
+    pub fn pricing(&self) -> &Pricing {
+        self.inner.ledger.pricing()
+    }
+
+    /// Deletes raw usage records past the retention now (totals and bills do not change);
+    /// returns how many went.
+    pub async fn prune_usage(&self) -> u64 {
+        self.inner.ledger.prune().await
     }
 
     /// Waits up to `timeout` for the invocations admitted from every source to finish (ingress

@@ -94,6 +94,12 @@ pub fn check_env_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An origin outbound HTTP may be granted (`https://api.example.com`, `http://127.0.0.1:8080`),
+/// in its canonical form.
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    wisp_runtime::wasm::Origin::parse(s).map(|o| o.to_string())
+}
+
 fn is_zero(n: &u16) -> bool {
     *n == 0
 }
@@ -182,7 +188,7 @@ impl Settings {
                     }
                 }
                 "allow_outbound" => {
-                    let origin = wisp_runtime::wasm::Origin::parse(value).map_err(invalid)?.to_string();
+                    let origin = parse_origin(value).map_err(invalid)?;
                     if !s.allow_outbound.contains(&origin) {
                         s.allow_outbound.push(origin);
                     }

@@ -197,6 +197,7 @@ fn deploy_many(
     let t = Instant::now();
     let (next, ok, failures) = (AtomicUsize::new(range.start), AtomicUsize::new(0), AtomicUsize::new(0));
     let failure = Mutex::new(None);
+    let bearer = format!("Bearer {}", node.token);
     std::thread::scope(|s| {
         for _ in 0..conns {
             s.spawn(|| {
@@ -207,7 +208,8 @@ fn deploy_many(
                         break;
                     }
                     let url = format!("{}/v1/functions/{prefix}{i}?{query}", node.url);
-                    let fail = match wisp_testkit::try_request(&agent, "POST", &url, Some(&ctx.wasm), &[]) {
+                    let auth = [("Authorization", bearer.as_str())];
+                    let fail = match wisp_testkit::try_request(&agent, "POST", &url, Some(&ctx.wasm), &auth) {
                         Ok(r) if r.status == 201 => {
                             ok.fetch_add(1, Ordering::Relaxed);
                             continue;

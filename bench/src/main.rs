@@ -179,11 +179,16 @@ impl Ctx {
     }
 }
 
+/// The bench's wisp node's admin token, set once it is up; sent with `/v1` calls.
+pub static WISP_TOKEN: OnceLock<String> = OnceLock::new();
+
 /// One blocking request to a server (admin calls, /metrics), on a keep-alive agent.
 pub fn http(method: &str, addr: SocketAddr, path: &str, body: Option<&[u8]>) -> anyhow::Result<wisp_testkit::Resp> {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
     let agent = AGENT.get_or_init(|| ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build());
-    wisp_testkit::try_request(agent, method, &format!("http://{addr}{path}"), body, &[])
+    let bearer = WISP_TOKEN.get().filter(|_| path.starts_with("/v1/")).map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+    wisp_testkit::try_request(agent, method, &format!("http://{addr}{path}"), body, &headers)
 }
 
 /// The node's /metrics text.

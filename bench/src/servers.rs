@@ -88,6 +88,7 @@ pub fn start_all(ctx: &Ctx, wasmtime_bin: Option<&Path>, wasm: &Path) -> anyhow:
         .log_file(&log_file)
         .spawn()
         .and_then(|n| {
+            let _ = crate::WISP_TOKEN.set(n.token.clone());
             Server { addr: n.addr, pid: n.pid(), process: Process::Wisp(n) }.wait_ready("/fn/hello", &log_file)
         });
     let mut all = vec![Contender { name: "wisp", server: wisp.map_err(Status::failed), path: "/fn/hello" }];

@@ -50,6 +50,8 @@ impl std::error::Error for Unreachable {}
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// Sent as `Authorization: Bearer` with every request.
+    token: Option<String>,
 }
 
 impl Client {
@@ -67,12 +69,22 @@ impl Client {
             .redirects(0)
             .user_agent(concat!("wisp-cli/", env!("CARGO_PKG_VERSION")))
             .build();
-        Self { base, agent }
+        Self { base, agent, token: None }
+    }
+
+    /// This client, sending `token` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// A request to `path` (which starts with `/`), without an overall time limit.
     pub fn request(&self, method: &str, path: &str) -> ureq::Request {
-        self.agent.request(method, &format!("{}{path}", self.base))
+        let req = self.agent.request(method, &format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => req.set("Authorization", &format!("Bearer {token}")),
+            None => req,
+        }
     }
 
     /// A request for the admin API, limited to [`ADMIN_TIMEOUT`] overall.

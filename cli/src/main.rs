@@ -4,6 +4,8 @@
 mod api;
 mod client;
 mod cmd;
+mod config;
+mod export;
 mod human;
 mod output;
 mod table;
@@ -24,16 +26,23 @@ use crate::cmd::Format;
 #[derive(Parser, Debug)]
 #[command(name = "wisp", version, propagate_version = true)]
 struct Cli {
-    /// Base URL of the Wisp node
+    /// Base URL of the Wisp node [default: the context's node, else http://127.0.0.1:8080]
+    #[arg(long, global = true, env = "WISP_NODE", value_name = "URL", help_heading = "Global options")]
+    node: Option<String>,
+    /// Bearer token sent with every request [default: the context's token, else
+    /// ./.wisp/admin-token for a node on this machine]
     #[arg(
         long,
         global = true,
-        env = "WISP_NODE",
-        default_value = "http://127.0.0.1:8080",
-        value_name = "URL",
+        env = "WISP_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
         help_heading = "Global options"
     )]
-    node: String,
+    token: Option<String>,
+    /// Named context (node and token) from the config file [default: its current_context]
+    #[arg(long, global = true, env = "WISP_CONTEXT", value_name = "NAME", help_heading = "Global options")]
+    context: Option<String>,
     /// Output format: aligned text, the node's JSON unchanged, or YAML (`get`, `describe`,
     /// `revisions`, `apply`, `push`, `image`); `wisp get` prints Knative objects in both JSON and YAML
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table, help_heading = "Global options")]
@@ -59,15 +68,27 @@ enum Command {
     #[command(visible_alias = "delete")]
     Rm(cmd::rm::RmArgs),
     Usage(cmd::usage::UsageArgs),
+    Bill(cmd::bill::BillArgs),
     Trigger(cmd::trigger::TriggerArgs),
     Invocation(cmd::invocation::InvocationArgs),
+    Token(cmd::token::TokenArgs),
+    Secret(cmd::secret::SecretArgs),
+    Context(cmd::context::ContextArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = || Client::new(&cli.node);
     let out = cli.output;
-    match cli.command {
-        Command::Up(args) => up::run(*args),
+    // `up` and `context` talk to no node.
+    let command = match cli.command {
+        Command::Up(args) => return up::run(*args),
+        Command::Context(args) => return cmd::context::run(out.plain("context")?, args, cli.node, cli.token),
+        command => command,
+    };
+    let target = config::resolve(cli.node, cli.token, cli.context)?;
+    let source = target.source.clone();
+    let client = || Client::new(&target.node).with_token(target.token.clone());
+    let ran = match command {
+        Command::Up(_) | Command::Context(_) => unreachable!("handled above"),
         Command::Apply(args) => cmd::apply::run(&client(), out, args),
         Command::Push(args) => cmd::push::run(&client(), out, args),
         Command::Image(args) => cmd::image::run(&client(), out, args),
@@ -80,9 +101,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => cmd::logs::run(&client(), out.plain("logs")?, args),
         Command::Rm(args) => cmd::rm::run(&client(), out.plain("rm")?, args),
         Command::Usage(args) => cmd::usage::run(&client(), out.plain("usage")?, args),
+        Command::Bill(args) => cmd::bill::run(&client(), out.plain("bill")?, args),
         Command::Trigger(args) => cmd::trigger::run(&client(), out.plain("trigger")?, args),
         Command::Invocation(args) => cmd::invocation::run(&client(), out.plain("invocation")?, args),
-    }
+        Command::Token(args) => cmd::token::run(&client(), out.plain("token")?, args),
+        Command::Secret(args) => cmd::secret::run(&client(), out.plain("secret")?, args),
+    };
+    ran.map_err(|e| with_token_hint(e, &source))
+}
+
+/// A 401 or 403 says which token was sent and how to send another.
+fn with_token_hint(err: anyhow::Error, source: &config::TokenSource) -> anyhow::Error {
+    let status = err.downcast_ref::<client::ApiError>().map(|e| e.status);
+    let hint = match status {
+        Some(401) => {
+            "pass a valid token with --token or WISP_TOKEN, or use a context (wisp context set NAME \
+                      --node URL --token-file FILE); a node's first admin token is in its DATA_DIR/admin-token"
+        }
+        Some(403) => "its role or namespace does not allow this; use a token that does (wisp token ls)",
+        _ => return err,
+    };
+    anyhow::anyhow!("{err:#}\n  sent {}: {hint}", source.describe())
 }
 
 fn main() -> ExitCode {

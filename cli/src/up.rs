@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wisp_gateway::{Gateway, GatewayConfig};
-use wisp_ledger::{Durability, Ledger, LedgerConfig};
+use wisp_ledger::{Durability, Ledger, LedgerConfig, Pricing};
 use wisp_runtime::MemoryBudget;
 use wisp_runtime::container::{ContainerConfig, ContainerRuntime};
 use wisp_runtime::wasm::{WasmConfig, WasmRuntime};
@@ -49,6 +49,13 @@ pub struct UpArgs {
     /// Largest total size of one set of HTTP headers a function creates
     #[arg(long, default_value = "128Ki", value_name = "SIZE")]
     max_field_size: String,
+    /// Bounds each outbound HTTP request a function is granted: connecting, the first response
+    /// byte, each pause between body bytes, and waiting for a slot under --max-outbound-concurrency
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    outbound_timeout: String,
+    /// Outbound HTTP requests in flight on the node at once (more wait, up to --outbound-timeout)
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_outbound_concurrency: usize,
     /// Ready Wasm instances, or container replicas, kept per revision at most
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_ready: usize,
@@ -129,6 +136,19 @@ pub struct UpArgs {
     /// Worker threads for request handling (default: one per core)
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Price plans for `wisp bill` (YAML or JSON: `default:` and `namespaces:`, prices as
+    /// quoted decimals; see docs/admin-api.md). Default: AWS Lambda's public x86 prices in USD
+    #[arg(long, value_name = "FILE")]
+    pricing: Option<PathBuf>,
+    /// How long raw usage records are kept (30d, 12h...; `forever` keeps them). Pruning keeps
+    /// the hourly rollups, so totals and bills never change
+    #[arg(long, default_value = "35d", value_name = "DURATION")]
+    usage_retention: String,
+    /// Record no usage (nothing can be billed or exported): only to measure what metering costs
+    #[arg(long, hide = true)]
+    no_usage_metering: bool,
+    #[command(flatten)]
+    export: crate::export::ExportArgs,
     /// The OCI runtime that runs container functions
     #[arg(long, default_value = "crun", value_name = "PATH")]
     crun: PathBuf,
@@ -205,14 +225,19 @@ impl NodeConfig {
             memory_keep_resident: size_flag("--memory-keep-resident", &args.memory_keep_resident)? as usize,
             max_resources: args.max_resources,
             max_field_size: size_flag("--max-field-size", &args.max_field_size)? as usize,
+            outbound_timeout: duration_flag("--outbound-timeout", &args.outbound_timeout)?,
+            max_outbound_concurrency: args.max_outbound_concurrency,
             ..WasmConfig::default()
         };
+        anyhow::ensure!(!wasm.outbound_timeout.is_zero(), "--outbound-timeout must be above 0");
+        anyhow::ensure!(wasm.max_outbound_concurrency > 0, "--max-outbound-concurrency must be above 0");
         let memory_budget = match &args.memory_budget {
             Some(v) => size_flag("--memory-budget", v)?,
             None => default_memory_budget(),
         };
         let containers = container_config(args)?;
         let mut scheduler = SchedulerConfig::new(&args.data_dir);
+        scheduler.metering = !args.no_usage_metering;
         scheduler.max_ready = args.max_ready;
         scheduler.scale_interval = duration_flag("--scale-interval", &args.scale_interval)?;
         anyhow::ensure!(!scheduler.scale_interval.is_zero(), "--scale-interval must be above 0");
@@ -251,6 +276,20 @@ impl NodeConfig {
             drain_timeout: duration_flag("--drain-timeout", &args.drain_timeout)?,
         };
         let ledger = LedgerConfig {
+            retention: match args.usage_retention.as_str() {
+                "forever" => None,
+                text => Some(
+                    humantime::parse_duration(text).map_err(|e| anyhow::anyhow!("--usage-retention: {text:?}: {e}"))?,
+                ),
+            },
+            pricing: match &args.pricing {
+                None => Pricing::default(),
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("--pricing: reading {}", path.display()))?;
+                    Pricing::parse(&text).with_context(|| format!("--pricing {}", path.display()))?
+                }
+            },
             queue_capacity: args.ledger_queue,
             durability: if args.ledger_sync { Durability::Sync } else { Durability::Batched },
             ..LedgerConfig::default()
@@ -359,6 +398,7 @@ async fn serve(args: UpArgs, mut config: NodeConfig) -> anyhow::Result<()> {
 
     let ledger = Ledger::open(data_dir, config.ledger)
         .with_context(|| format!("opening the ledger in {}", data_dir.display()))?;
+    let exporter = crate::export::start(args.export.config()?, data_dir, &mut registry)?;
     let budget = MemoryBudget::new(config.memory_budget);
     let wasm = WasmRuntime::new(config.wasm, &data_dir.join("cache"), budget).context("starting the Wasm runtime")?;
     let containers = ContainerRuntime::new(config.containers).await.map_err(|e| e.to_string());
@@ -371,7 +411,9 @@ async fn serve(args: UpArgs, mut config: NodeConfig) -> anyhow::Result<()> {
         Triggers::start(scheduler.clone(), config.triggers, &mut registry).await.context("starting the triggers")?;
     let invocations = Invocations::open(data_dir, scheduler.clone(), config.invocations)
         .with_context(|| format!("opening the async invocation store in {}", data_dir.display()))?;
-    let gateway = Gateway::new(scheduler.clone(), triggers.clone(), invocations.clone(), config.gateway, &mut registry);
+    let access = open_access(data_dir)?;
+    let gateway =
+        Gateway::new(scheduler.clone(), access, triggers.clone(), invocations.clone(), config.gateway, &mut registry);
 
     // Scripts and tests read this line to find the node.
     println!("wisp: listening on http://{addr}");
@@ -401,7 +443,29 @@ async fn serve(args: UpArgs, mut config: NodeConfig) -> anyhow::Result<()> {
     // 3. the ledger writes everything it was given.
     ledger.close().await;
     tracing::info!("node stopped; usage ledger flushed");
+    // What is not exported yet stays in the ledger for the next start.
+    if let Some(exporter) = exporter {
+        let _ = tokio::task::spawn_blocking(move || exporter.stop()).await;
+    }
     Ok(())
+}
+
+/// The node's tokens; on first start, an admin token written to `DATA_DIR/admin-token` (before
+/// the listening line, which tells scripts the file is there).
+fn open_access(data_dir: &Path) -> anyhow::Result<wisp_access::Access> {
+    let access = wisp_access::Access::open(data_dir)
+        .with_context(|| format!("opening the token store in {}", data_dir.display()))?;
+    let file = data_dir.join(wisp_access::ADMIN_TOKEN_FILE);
+    match access.ensure_admin_token(&file).context("creating the first admin token")? {
+        Some(file) => eprintln!(
+            "wisp: created an admin token in {} (mode 0600): pass it with --token, WISP_TOKEN or a \
+             context (wisp context set); the CLI reads ./.wisp/admin-token by itself",
+            file.display()
+        ),
+        None if file.exists() => eprintln!("wisp: admin token in {}", file.display()),
+        None => eprintln!("wisp: {} is gone; the admin tokens made before still work (wisp token ls)", file.display()),
+    }
+    Ok(access)
 }
 
 async fn deploy_dir(scheduler: &Scheduler, dir: &Path, addr: SocketAddr) -> anyhow::Result<()> {

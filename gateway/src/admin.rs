@@ -9,9 +9,11 @@ use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
-use wisp_manifest::Object;
 use wisp_access::{Action, Role, Scope, TokenInfo};
-use wisp_scheduler::{BodyError, DEFAULT_NAMESPACE, UsageQuery, function_id, read_within, split_id};
+use wisp_manifest::Object;
+use wisp_scheduler::{
+    BodyError, DEFAULT_NAMESPACE, GroupBy, Period, UsageQuery, function_id, parse_time, read_within, split_id,
+};
 
 /// Most usage records one query returns.
 const MAX_USAGE_RECORDS: u32 = 10_000;
@@ -177,6 +179,33 @@ pub(crate) async fn handle(gateway: &Gateway, mut req: Request<Body>) -> Result<
             Method::GET => Ok(json_response(StatusCode::OK, &scheduler.usage(usage_query(&req)?).await?)),
             _ => Err(not_allowed("GET")),
         },
+        ["usage", "prune"] => match method {
+            Method::POST => {
+                let pruned = scheduler.prune_usage().await;
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "pruned": pruned })))
+            }
+            _ => Err(not_allowed("POST")),
+        },
+        ["bill"] => match method {
+            Method::GET => {
+                let (period, namespace) = bill_query(&req)?;
+                Ok(json_response(StatusCode::OK, &scheduler.bill(period, namespace).await?))
+            }
+            _ => Err(not_allowed("GET")),
+        },
+        ["plans"] => match method {
+            Method::GET => Ok(json_response(StatusCode::OK, scheduler.pricing())),
+            _ => Err(not_allowed("GET")),
+        },
+        ["plans", namespace] => match method {
+            Method::GET => {
+                let (plan, own) = scheduler.pricing().plan(namespace);
+                let name = if own { *namespace } else { "default" };
+                let body = serde_json::json!({ "namespace": namespace, "plan_name": name, "plan": plan });
+                Ok(json_response(StatusCode::OK, &body))
+            }
+            _ => Err(not_allowed("GET")),
+        },
         ["tokens"] => match method {
             Method::GET => Ok(json_response(StatusCode::OK, &serde_json::json!({ "tokens": gateway.access.list() }))),
             Method::POST => create_token(gateway, req).await,
@@ -332,20 +361,74 @@ async fn apply(gateway: &Gateway, caller: &TokenInfo, req: Request<Body>) -> Res
     Ok(json_response(StatusCode::OK, &serde_json::json!({ "dry_run": dry_run, "results": results })))
 }
 
+/// `GET /v1/usage` parameters: `function` (an id, or a name in `namespace`), `namespace`,
+/// `from`/`to` (dates or RFC 3339 times; widened to whole hours), `by`, `limit`.
 fn usage_query(req: &Request<Body>) -> Result<UsageQuery, ApiError> {
-    let mut query = UsageQuery { function: None, limit: 100 };
+    let bad = ApiError::BadRequest;
+    let mut query = UsageQuery::default();
     for (k, v) in query_pairs(req) {
         match k.as_str() {
             "function" => query.function = Some(v),
-            "limit" => {
-                query.limit = v.parse().ok().filter(|n| (1..=MAX_USAGE_RECORDS).contains(n)).ok_or_else(|| {
-                    ApiError::BadRequest(format!("limit: {v:?} is not a whole number from 1 to {MAX_USAGE_RECORDS}"))
-                })?
+            "namespace" => query.namespace = Some(v),
+            "from" => query.from_ms = Some(time_param("from", &v)?),
+            "to" => query.to_ms = Some(time_param("to", &v)?),
+            "by" => {
+                query.by =
+                    Some(GroupBy::parse(&v).ok_or_else(|| bad(format!("by: {v:?} is not hour, day or function")))?)
             }
+            "limit" => {
+                query.limit =
+                    v.parse().ok().filter(|n| *n <= MAX_USAGE_RECORDS).ok_or_else(|| {
+                        bad(format!("limit: {v:?} is not a whole number from 0 to {MAX_USAGE_RECORDS}"))
+                    })?
+            }
+            other => return Err(bad(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    // A bare name is in the namespace asked for; an id must be in it (access is checked on it).
+    if let (Some(namespace), Some(function)) = (&query.namespace, &query.function) {
+        match function.split_once('/') {
+            Some((ns, _)) if ns != namespace => {
+                return Err(bad(format!("function: {function:?} is not in namespace {namespace:?}")));
+            }
+            Some(_) => {}
+            None => query.function = Some(function_id(namespace, function)),
+        }
+    }
+    if let (Some(from), Some(to)) = (query.from_ms, query.to_ms)
+        && from >= to
+    {
+        return Err(bad("from: must be before to".into()));
+    }
+    Ok(query)
+}
+
+fn time_param(name: &str, value: &str) -> Result<u64, ApiError> {
+    parse_time(value).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{name}: {value:?} is not a date (2026-11-22) or an RFC 3339 time (2026-11-22T03:00:00Z), from 1970 on"
+        ))
+    })
+}
+
+/// `GET /v1/bill` parameters: `period` (`YYYY-MM`, required) and `namespace`.
+fn bill_query(req: &Request<Body>) -> Result<(Period, Option<String>), ApiError> {
+    let (mut period, mut namespace) = (None, None);
+    for (k, v) in query_pairs(req) {
+        match k.as_str() {
+            "period" => {
+                let month = Period::parse(&v);
+                period = Some(month.ok_or_else(|| {
+                    ApiError::BadRequest(format!("period: {v:?} is not a month like 2026-11 (UTC, from 1970-01)"))
+                })?)
+            }
+            "namespace" => namespace = Some(v),
             other => return Err(ApiError::BadRequest(format!("unknown query parameter `{other}`"))),
         }
     }
-    Ok(query)
+    let period =
+        period.ok_or_else(|| ApiError::BadRequest("period: missing; name a month, e.g. ?period=2026-11".into()))?;
+    Ok((period, namespace))
 }
 
 /// `POST|PUT /v1/functions/{name}`: the body is the component, or, with `?image=REF`, empty

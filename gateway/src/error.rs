@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
+use wisp_access::AccessError;
 use wisp_scheduler::{ErrorKind, InvokeError, SchedulerError};
 use wisp_triggers::{InvocationError, TriggerError};
 
@@ -20,6 +21,14 @@ pub enum ApiError {
     Invocation(#[from] InvocationError),
     #[error(transparent)]
     Manifest(#[from] wisp_manifest::ManifestError),
+    #[error(transparent)]
+    Access(#[from] wisp_access::AccessError),
+    /// No valid bearer token: 401 with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token outside its role or namespace scope.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{what} exceeds the limit of {limit} bytes ({flag})")]
     BodyTooLarge { what: &'static str, limit: u64, flag: &'static str },
     #[error("{0}")]
@@ -54,6 +63,14 @@ impl ApiError {
             ApiError::Invocation(InvocationError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Invocation(InvocationError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Manifest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Access(e) => match e {
+                AccessError::Invalid { .. } => StatusCode::BAD_REQUEST,
+                AccessError::Exists(_) => StatusCode::CONFLICT,
+                AccessError::NotFound(_) => StatusCode::NOT_FOUND,
+                AccessError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NoRoute(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -72,13 +89,21 @@ impl ApiError {
             ApiError::Scheduler(e) => e.kind() == ErrorKind::Internal,
             ApiError::Invoke(e) => e.kind() == ErrorKind::Internal,
             ApiError::Trigger(e) => e.kind() == ErrorKind::Internal,
-            ApiError::Invocation(InvocationError::Store(_)) | ApiError::Internal(_) => true,
+            ApiError::Invocation(InvocationError::Store(_))
+            | ApiError::Access(AccessError::Store(_))
+            | ApiError::Internal(_) => true,
             _ => false,
         };
         if node_side {
             tracing::warn!(%status, "{self}");
         }
-        crate::json_response(status, &serde_json::json!({ "error": self.to_string() }))
+        let challenge = matches!(self, ApiError::Unauthorized(_));
+        let mut response = crate::json_response(status, &serde_json::json!({ "error": self.to_string() }));
+        if challenge {
+            let value = http::HeaderValue::from_static("Bearer realm=\"wisp\"");
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, value);
+        }
+        response
     }
 }
 
@@ -126,6 +151,12 @@ mod tests {
             (ApiError::Invocation(InvocationError::Store("s".into())), 500),
             (ApiError::UploadTimeout(Duration::from_secs(1)), 408),
             (ApiError::Internal("x".into()), 500),
+            (ApiError::Unauthorized("u".into()), 401),
+            (ApiError::Forbidden("f".into()), 403),
+            (ApiError::Access(AccessError::Invalid { field: "role", message: "m".into() }), 400),
+            (ApiError::Access(AccessError::Exists("t".into())), 409),
+            (ApiError::Access(AccessError::NotFound("t".into())), 404),
+            (ApiError::Access(AccessError::Store("s".into())), 500),
         ];
         for (error, status) in table {
             assert_eq!(error.status().as_u16(), status, "{error}");

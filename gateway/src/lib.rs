@@ -7,6 +7,7 @@
 
 mod admin;
 mod asynchronous;
+mod auth;
 mod body;
 mod error;
 mod metrics;
@@ -80,6 +81,8 @@ impl Default for GatewayConfig {
 /// The gateway of one node.
 pub struct Gateway {
     scheduler: Scheduler,
+    /// The node's bearer tokens: every `/v1` call and every private function needs one.
+    access: wisp_access::Access,
     triggers: Triggers,
     invocations: Invocations,
     /// `--max-concurrency`: function requests in flight at once.
@@ -110,6 +113,7 @@ impl Gateway {
     /// registers its metrics in `registry`.
     pub fn new(
         scheduler: Scheduler,
+        access: wisp_access::Access,
         triggers: Triggers,
         invocations: Invocations,
         config: GatewayConfig,
@@ -118,7 +122,16 @@ impl Gateway {
         let metrics = GatewayMetrics::register(registry);
         metrics.connection_limit.set(config.max_connections as i64);
         let function_slots = Semaphore::new(config.max_concurrency);
-        Self { scheduler, triggers, invocations, function_slots, config, metrics, registry: Registry::default() }
+        Self {
+            scheduler,
+            access,
+            triggers,
+            invocations,
+            function_slots,
+            config,
+            metrics,
+            registry: Registry::default(),
+        }
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting and drains in-flight
@@ -280,6 +293,7 @@ async fn invoke_by_host(
     req: Request<Body>,
 ) -> Result<Resp, ApiError> {
     let (mut parts, body) = req.into_parts();
+    auth::check_invoke(gateway, &mut parts.headers, id)?;
     if let Some(tag) = tag {
         let value = http::HeaderValue::from_str(&tag).map_err(|e| ApiError::BadRequest(format!("tag: {e}")))?;
         parts.headers.insert("knative-serving-tag", value);
@@ -312,6 +326,7 @@ pub(crate) fn split_function_path(rest: &str, exists: impl Fn(&str) -> bool) -> 
 async fn invoke(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
     let (mut parts, body) = req.into_parts();
     let (name, uri) = function_uri(gateway, &parts.uri, &parts.uri.path()["/fn/".len()..])?;
+    auth::check_invoke(gateway, &mut parts.headers, &name)?;
     parts.uri = uri;
     let response = gateway.scheduler.invoke(&name, Request::from_parts(parts, body), Source::Http).await?;
     Ok(response.map(Full::new))

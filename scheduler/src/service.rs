@@ -51,6 +51,11 @@ impl ServiceSpec {
 }
 
 /// `name` in the default namespace, `namespace/name` elsewhere.
+/// The Service label that makes it private, and its one value (Knative's cluster-local
+/// visibility): only callers with a token that may invoke in its namespace reach it.
+pub const VISIBILITY_LABEL: &str = "networking.knative.dev/visibility";
+pub const CLUSTER_LOCAL: &str = "cluster-local";
+
 pub fn function_id(namespace: &str, name: &str) -> String {
     if namespace == DEFAULT_NAMESPACE { name.to_string() } else { format!("{namespace}/{name}") }
 }

@@ -54,6 +54,25 @@ pub struct DeployArgs {
     /// Invocations run at once before more get 429 (0: the node's --function-concurrency)
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<u32>,
+    /// Make the function private: callers need a token that may invoke in its namespace
+    /// (Knative's `networking.knative.dev/visibility: cluster-local`); kept on redeploys
+    #[arg(long, conflicts_with = "public")]
+    pub private: bool,
+    /// Make a private function public again
+    #[arg(long)]
+    pub public: bool,
+    /// An environment variable the function sees (repeatable; replaces the previous
+    /// revision's list; --env '' clears it)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// A secret (`wisp secret create`) whose every key becomes an environment variable
+    /// (repeatable; replaces the previous list; --secret '' clears it)
+    #[arg(long, value_name = "NAME")]
+    pub secret: Vec<String>,
+    /// An origin the function may send HTTP requests to, e.g. https://api.example.com
+    /// (repeatable; replaces the previous list; --allow-outbound '' clears it). Wasm only
+    #[arg(long, value_name = "URL")]
+    pub allow_outbound: Vec<String>,
 }
 
 /// Uploading and compiling a big component takes a while.
@@ -68,11 +87,17 @@ pub fn run(client: &Client, output: Output, args: DeployArgs) -> anyhow::Result<
         ("max_request_body", args.max_request_body),
         ("max_response_body", args.max_response_body),
         ("max_concurrency", args.max_concurrency.map(|n| n.to_string())),
+        ("private", (args.private || args.public).then(|| args.private.to_string())),
     ];
     let req = client.admin("POST", &format!("/v1/functions/{}", client::segment(&args.name))).timeout(DEPLOY_TIMEOUT);
     let mut req = super::with_namespace(req, &args.namespace);
     for (key, value) in &settings {
         if let Some(value) = value {
+            req = req.query(key, value);
+        }
+    }
+    for (key, values) in [("env", &args.env), ("secret", &args.secret), ("allow_outbound", &args.allow_outbound)] {
+        for value in values {
             req = req.query(key, value);
         }
     }
@@ -141,6 +166,23 @@ mod tests {
         assert_eq!((a.file, a.image.as_deref(), a.min_warm), (None, Some("httpd:2.4"), Some(1)));
         let both = parse(&["web", "app.wasm", "--image", "httpd"]).unwrap_err();
         assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let a = parse(&[
+            "web",
+            "w.wasm",
+            "--env",
+            "A=1",
+            "--env",
+            "B=2",
+            "--secret",
+            "db",
+            "--allow-outbound",
+            "https://x",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.env, a.secret, a.allow_outbound),
+            (vec!["A=1".into(), "B=2".into()], vec!["db".into()], vec!["https://x".into()])
+        );
         let neither = parse(&["web"]).unwrap_err();
         assert_eq!(neither.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         assert!(neither.to_string().contains("--image"), "{neither}");

@@ -1,6 +1,8 @@
 //! One module per subcommand: a clap args struct (its `///` comments are the help) and `run`.
 
 pub mod apply;
+pub mod bill;
+pub mod context;
 pub mod deploy;
 pub mod describe;
 pub mod get;
@@ -12,6 +14,8 @@ pub mod ls;
 pub mod push;
 pub mod revisions;
 pub mod rm;
+pub mod secret;
+pub mod token;
 pub mod trigger;
 pub mod usage;
 

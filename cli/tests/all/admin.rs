@@ -127,12 +127,13 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 fn concurrent_first_deploys_of_the_same_component_all_succeed() {
     let dir = tempdir();
     let node = Node::start(dir.path(), &[]);
-    let url = node.url.clone();
+    let (url, bearer) = (node.url.clone(), format!("Bearer {}", node.token));
     let deploys: Vec<_> = (0..6)
         .map(|i| {
-            let url = url.clone();
+            let (url, bearer) = (url.clone(), bearer.clone());
             std::thread::spawn(move || {
-                request("POST", &format!("{url}/v1/functions/copy-{i}"), Some(&wasm("echo")), &[])
+                let auth = [("Authorization", bearer.as_str())];
+                request("POST", &format!("{url}/v1/functions/copy-{i}"), Some(&wasm("echo")), &auth)
             })
         })
         .collect();

@@ -4,13 +4,12 @@
 use crate::harness::*;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 /// Runs `wisp --node URL ARGS` in `cwd`, feeding `stdin`.
 fn wisp_in(node: &Node, cwd: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(wisp_bin())
-        .arg("--node")
-        .arg(&node.url)
+    let mut child = node
+        .cli(wisp_bin())
         .args(args)
         .current_dir(cwd)
         .stdin(Stdio::piped())

@@ -1,8 +1,8 @@
 use crate::harness::*;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn wisp(node: &Node, args: &[&str]) -> Output {
-    Command::new(wisp_bin()).arg("--node").arg(&node.url).args(args).output().expect("running wisp")
+    node.cli(wisp_bin()).args(args).output().expect("running wisp")
 }
 
 fn stdout(out: &Output) -> String {

@@ -5,7 +5,6 @@
 use crate::harness::*;
 use crate::services::{push, try_apply};
 use std::path::Path;
-use std::process::Command;
 use wisp_oci::RunConfig;
 use wisp_oci::build::{Entry, LayoutBuilder};
 
@@ -60,10 +59,7 @@ fn command_args_port_and_working_dir_run_a_container_and_refuse_a_wasm_image() {
     assert!(resp.body.contains("served from the manifest's port"), "{}", resp.body);
 
     // `wisp get service -o yaml` shows the fields back, and applying that changes nothing.
-    let out = Command::new(wisp_bin())
-        .args(["--node", &node.url, "get", "service", "overridden", "-o", "yaml"])
-        .output()
-        .unwrap();
+    let out = node.cli(wisp_bin()).args(["get", "service", "overridden", "-o", "yaml"]).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{shown}{}", String::from_utf8_lossy(&out.stderr));
     for field in ["command:", "/bin/busybox", "args:", "containerPort: 9000", "workingDir: /www"] {

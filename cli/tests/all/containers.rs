@@ -6,7 +6,6 @@ use crate::harness::*;
 use crate::services::{apply, get_service};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use wisp_oci::RunConfig;
 use wisp_oci::build::{Entry, LayoutBuilder};
@@ -26,7 +25,7 @@ fn node(dir: &Path, extra: &[&str]) -> Node {
 
 /// Runs the `wisp` CLI against `node`; returns (success, stdout + stderr).
 fn wisp(node: &Node, args: &[&str]) -> (bool, String) {
-    let out = Command::new(wisp_bin()).arg("--node").arg(&node.url).args(args).output().unwrap();
+    let out = node.cli(wisp_bin()).args(args).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: a real `wisp up` process on an ephemeral port with a temp data dir, real
 //! HTTP, real wasmtime, real SQLite, and the example guest functions built for wasm32-wasip2.
 
+mod access;
 mod admin;
 mod apply_cli;
 mod asynchronous;
@@ -8,6 +9,8 @@ mod autoscaling;
 mod cli;
 mod container_fields;
 mod containers;
+mod export;
+mod grants;
 mod hardening;
 mod harness;
 mod isolation;

@@ -28,8 +28,7 @@ spec:
 /// Stores the guest `wasm_name` as `image` (`name:tag`) for manifests to name.
 pub(crate) fn push(node: &Node, image: &str, wasm_name: &str) -> Value {
     let (name, tag) = image.split_once(':').expect("name:tag");
-    let url = format!("{}/v1/artifacts/{name}/{tag}", node.url);
-    let pushed = request("PUT", &url, Some(&wasm(wasm_name)), &[]);
+    let pushed = node.request("PUT", &format!("/v1/artifacts/{name}/{tag}"), Some(&wasm(wasm_name)), &[]);
     assert_eq!(pushed.status, 201, "pushing {image}: {}", pushed.body);
     pushed.json()
 }

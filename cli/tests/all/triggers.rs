@@ -7,11 +7,10 @@ use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 fn wisp(node: &Node, args: &[&str]) -> std::process::Output {
-    Command::new(wisp_bin()).arg("--node").arg(&node.url).args(args).output().expect("running wisp")
+    node.cli(wisp_bin()).args(args).output().expect("running wisp")
 }
 
 fn wisp_ok(node: &Node, args: &[&str]) -> String {
@@ -228,8 +227,7 @@ fn a_rabbitmq_source_manifest_applied_with_its_service_becomes_a_delivering_trig
     });
     let dir = tempdir();
     let node = Node::start(dir.path(), &[]);
-    let pushed =
-        request("PUT", &format!("{}/v1/artifacts/events/v1", node.url), Some(&wisp_testkit::wasm("events")), &[]);
+    let pushed = node.request("PUT", "/v1/artifacts/events/v1", Some(&wisp_testkit::wasm("events")), &[]);
     assert_eq!(pushed.status, 201, "{}", pushed.body);
     // One apply: the sink Service and the source that names it (validated together).
     let manifest = format!(

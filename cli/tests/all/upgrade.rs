@@ -51,7 +51,7 @@ fn a_data_dir_written_by_release_921004f_opens_and_serves_with_its_usage() {
     // `hello` need not be byte-identical.)
     let hash = hello["component_hash"].as_str().unwrap().trim_start_matches("sha256:").to_string();
     let same = std::fs::read(dir.path().join(format!("components/{hash}.wasm"))).unwrap();
-    let redeployed = request("POST", &format!("{}/v1/functions/hello", node.url), Some(&same), &[]);
+    let redeployed = node.request("POST", "/v1/functions/hello", Some(&same), &[]);
     assert_eq!(redeployed.status, 201, "{}", redeployed.body);
     assert_eq!(node.function("hello")["settings"]["memory_bytes"], 64 << 20);
     node.stop();

@@ -68,7 +68,9 @@ impl Wisp {
     pub fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<(u16, String)> {
         static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
         let agent = AGENT.get_or_init(|| ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build());
-        let resp = wisp_testkit::try_request(agent, method, &format!("http://{}{path}", self.addr), body, &[])?;
+        let bearer = format!("Bearer {}", self.node.as_ref().map_or("", |n| n.token.as_str()));
+        let url = format!("http://{}{path}", self.addr);
+        let resp = wisp_testkit::try_request(agent, method, &url, body, &[("Authorization", &bearer)])?;
         Ok((resp.status, resp.body))
     }
 

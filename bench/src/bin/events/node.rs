@@ -80,7 +80,8 @@ impl Wisp {
         static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
         let agent = AGENT.get_or_init(|| ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build());
         let url = format!("{}{path}", self.node.url);
-        let resp = wisp_testkit::try_request(agent, method, &url, body, &[])?;
+        let bearer = format!("Bearer {}", self.node.token);
+        let resp = wisp_testkit::try_request(agent, method, &url, body, &[("Authorization", &bearer)])?;
         Ok((resp.status, resp.body))
     }
 

@@ -15,20 +15,39 @@
 //! replica lifetimes per function off an index, and read the raw table for the newest records,
 //! on a blocking thread with a connection of their own.
 //!
+//! Bills ([`Ledger::bill`]) price a calendar month of the rollups with the node's [`Pricing`];
+//! retention ([`LedgerConfig::retention`]) prunes raw rows only, so totals and bills never
+//! change when it runs.
+//!
 //! Shutdown: stop ingress, drain in-flight invocations, then [`Ledger::close`].
 
 mod export;
+mod pricing;
 mod record;
 mod report;
 mod schema;
+mod time;
 mod writer;
 
 pub use export::{
     BATCH_CONTENT_TYPE, ExportConfig, ExportStats, Exporter, MAX_BATCH as MAX_EXPORT_BATCH, SIGNATURE_HEADER,
     disable as disable_export, signature as export_signature,
 };
+pub use pricing::{
+    Bill, BillLine, CurrencyTotal, KIB_MS_PER_GB_S, Metered, NamespaceTotal, Plan, Price, Pricing, PricingError,
+    ROUNDING, amount_micros, decimal, format_micros,
+};
 pub use record::{Origin, Outcome, ReplicaUsage, Runtime, Source, UsageRecord};
-pub use report::{StoredUsage, UsageQuery, UsageReport, UsageSummary};
+pub use report::{GroupBy, StoredUsage, UsageBucket, UsageQuery, UsageReport, UsageSummary};
+pub use time::{HOUR_MS, Period, ceil_hour, floor_hour, format_time, parse_time};
+
+/// The namespace of functions whose id has none (`name` rather than `namespace/name`).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The namespace of a function id: `namespace/name`, or a bare `name` in the default namespace.
+pub fn namespace_of(function: &str) -> &str {
+    function.split_once('/').map_or(DEFAULT_NAMESPACE, |(namespace, _)| namespace)
+}
 
 use rusqlite::Connection;
 use std::future::Future;
@@ -87,6 +106,13 @@ pub struct LedgerConfig {
     /// (and is retried); also how long the legacy import waits for the registry's lock on
     /// `wisp.db`. Lowered by tests.
     pub busy_timeout: Duration,
+    /// Raw records older than this are pruned (rollups are kept, so no total changes); `None`
+    /// keeps them forever.
+    pub retention: Option<Duration>,
+    /// How often the writer prunes when it has nothing else to do.
+    pub prune_interval: Duration,
+    /// The price plans bills are computed with.
+    pub pricing: Pricing,
 }
 
 impl Default for LedgerConfig {
@@ -96,9 +122,17 @@ impl Default for LedgerConfig {
             batch_window: Duration::from_millis(20),
             durability: Durability::Batched,
             busy_timeout: Duration::from_secs(10),
+            // The library keeps everything unless told; `wisp up` defaults to DEFAULT_RETENTION.
+            retention: None,
+            prune_interval: Duration::from_secs(600),
+            pricing: Pricing::default(),
         }
     }
 }
+
+/// How long `wisp up` keeps raw records by default: a month and a few days to settle its bill from
+/// them, should anyone want to recompute it.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(35 * 24 * 3600);
 
 /// Queue and write counters, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,6 +162,8 @@ pub(crate) struct Shared {
     write_errors: AtomicU64,
     /// Woken each time the writer takes messages off the queue, for a flush waiting for room.
     room: Notify,
+    retention: Option<Duration>,
+    prune_every: Duration,
 }
 
 struct Inner {
@@ -139,6 +175,7 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Idle report connections, reused so a report does not reopen the file.
     readers: Mutex<Vec<Connection>>,
+    pricing: Pricing,
     /// close() runs once; concurrent and later calls wait for that run.
     closed: OnceCell<()>,
     opened: Instant,
@@ -200,6 +237,8 @@ impl Ledger {
             dropped: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             room: Notify::new(),
+            retention: config.retention,
+            prune_every: config.prune_interval,
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
         let writer_shared = shared.clone();
@@ -215,6 +254,7 @@ impl Ledger {
                 busy_timeout: config.busy_timeout,
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(Vec::new()),
+                pricing: config.pricing,
                 closed: OnceCell::new(),
                 opened: Instant::now(),
                 drop_logged_ms: AtomicU64::new(0),
@@ -283,25 +323,31 @@ impl Ledger {
         }
     }
 
-    /// Queues `msg` behind everything queued so far, waiting (asynchronously) for room, then
-    /// waits for the writer's answer. Returns at once if the writer has stopped.
-    async fn send_and_wait(&self, make: fn(oneshot::Sender<()>) -> Msg) {
-        let (ack, done) = oneshot::channel();
-        let mut msg = make(ack);
+    /// Queues `msg` behind everything queued so far, waiting (asynchronously) for room. False if
+    /// the writer has stopped.
+    async fn send(&self, mut msg: Msg) -> bool {
         loop {
             // Registered before trying, so a wake-up between the try and the wait is not lost.
             let mut room = std::pin::pin!(self.inner.shared.room.notified());
             room.as_mut().enable();
             match self.inner.tx.try_send(msg) {
-                Ok(()) => break,
+                Ok(()) => return true,
                 Err(TrySendError::Full(back)) => {
                     msg = back;
                     room.await;
                 }
-                Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Disconnected(_)) => return false,
             }
         }
-        let _ = done.await;
+    }
+
+    /// Queues `msg` like [`Ledger::send`], then waits for the writer's answer. Returns at once if
+    /// the writer has stopped.
+    async fn send_and_wait(&self, make: fn(oneshot::Sender<()>) -> Msg) {
+        let (ack, done) = oneshot::channel();
+        if self.send(make(ack)).await {
+            let _ = done.await;
+        }
     }
 
     /// Resolves when every record queued before the call is committed. Does not block a
@@ -330,11 +376,42 @@ impl Ledger {
             .await;
     }
 
-    /// Totals per function (from the hourly rollups, and replica time summed off an index) and
-    /// the newest records. Runs SQLite on a blocking thread with a read connection of its own,
-    /// never on the async worker. Does not flush: call [`Ledger::flush`] first to include records
-    /// still queued. Works after close.
+    /// Totals per function (from the hourly rollups, and replica time summed off an index),
+    /// usage grouped by hour, day or function if asked, and the newest records. Runs SQLite on a
+    /// blocking thread with a read connection of its own, never on the async worker. Does not
+    /// flush: call [`Ledger::flush`] first to include records still queued. Works after close.
     pub async fn report(&self, query: UsageQuery) -> Result<UsageReport, LedgerError> {
+        self.read(move |conn| report::report(conn, &query)).await
+    }
+
+    /// The bill of a calendar month (UTC), for one namespace or all: priced from the rollups
+    /// with the node's plans, so pruning raw records never changes it. Does not flush.
+    pub async fn bill(&self, period: Period, namespace: Option<String>) -> Result<Bill, LedgerError> {
+        let inner = self.inner.clone();
+        self.read(move |conn| report::bill(conn, &inner.pricing, period, namespace.as_deref())).await
+    }
+
+    /// The price plans bills are computed with.
+    pub fn pricing(&self) -> &Pricing {
+        &self.inner.pricing
+    }
+
+    /// Commits everything queued, then deletes every raw record past the retention now
+    /// (the writer also does this periodically). Returns how many were deleted: 0 without a
+    /// retention, or once the ledger is closed.
+    pub async fn prune(&self) -> u64 {
+        let (ack, done) = oneshot::channel();
+        if !self.send(Msg::Prune(ack)).await {
+            return 0;
+        }
+        done.await.unwrap_or(0)
+    }
+
+    /// Runs `f` on a blocking thread with an idle read connection (or a new one).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, LedgerError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let idle = inner.readers.lock().unwrap().pop();
@@ -342,12 +419,12 @@ impl Ledger {
                 Some(conn) => conn,
                 None => schema::open_reader(&inner.path, inner.busy_timeout)?,
             };
-            let report = report::report(&mut conn, &query)?;
+            let out = f(&mut conn)?;
             let mut readers = inner.readers.lock().unwrap();
             if readers.len() < MAX_IDLE_READERS {
                 readers.push(conn);
             }
-            Ok(report)
+            Ok(out)
         })
         .await?
     }

@@ -1,8 +1,8 @@
 //! `ledger.db`: its connections, its versioned migrations, and the one-time import of the usage
 //! rows that older releases kept in the registry's `wisp.db`.
 //!
-//! Tables (as of v4): `usage` (raw rows, one per invocation), `usage_hourly_v2` (their hourly
-//! rollups per function, revision, source and runtime, which summaries read), `replica_usage`
+//! Tables (as of v5): `usage` (raw rows, one per invocation), `usage_hourly_v3` (their hourly
+//! rollups per namespace, function, revision, source and runtime, which summaries and bills read), `replica_usage`
 //! (one row per replica lifetime) and `meta`.
 
 use crate::LedgerError;
@@ -103,25 +103,82 @@ const MIGRATIONS: &[M<'static>] = &[
          );
          CREATE INDEX replica_usage_function ON replica_usage (function, start_ms, end_ms, cpu_ms);",
     ),
+    // v5: billing. Raw rows gain the namespace (from the function id, `namespace/name` or the
+    // default namespace's `name`), the configured memory, CPU time and outbound bytes. The
+    // rollups gain the namespace in their key and the exact integer sums bills are priced from:
+    // requests that ran (not refused), wall time rounded up to the ms per invocation, and that
+    // times configured memory rounded up to the KiB. They are rebuilt from the raw rows (no
+    // release before pruned any), and `usage_hourly_v2` is dropped.
+    M::up(
+        "ALTER TABLE usage ADD COLUMN namespace TEXT NOT NULL DEFAULT 'default';
+         ALTER TABLE usage ADD COLUMN memory_bytes INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE usage ADD COLUMN cpu_us INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE usage ADD COLUMN outbound_bytes INTEGER NOT NULL DEFAULT 0;
+         UPDATE usage SET namespace = substr(function, 1, instr(function, '/') - 1) WHERE instr(function, '/') > 0;
+         CREATE TABLE usage_hourly_v3 (
+            hour_ms INTEGER NOT NULL,
+            namespace TEXT NOT NULL,
+            function TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            runtime TEXT NOT NULL,
+            invocations INTEGER NOT NULL,
+            cold_starts INTEGER NOT NULL,
+            ok INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            wall_us INTEGER NOT NULL,
+            billed_requests INTEGER NOT NULL,
+            billed_ms INTEGER NOT NULL,
+            billed_kib_ms INTEGER NOT NULL,
+            cpu_us INTEGER NOT NULL,
+            request_bytes INTEGER NOT NULL,
+            response_bytes INTEGER NOT NULL,
+            outbound_bytes INTEGER NOT NULL,
+            peak_memory_bytes_max INTEGER NOT NULL,
+            PRIMARY KEY (hour_ms, namespace, function, revision, source, runtime)
+         );
+         INSERT INTO usage_hourly_v3
+         SELECT start_ms / 3600000 * 3600000, namespace, function, revision, source, runtime, COUNT(*),
+                SUM(cold != 0), SUM(outcome = 'ok'), SUM(outcome != 'ok'), SUM(wall_us),
+                SUM(outcome != 'rejected'),
+                SUM(CASE WHEN outcome != 'rejected' THEN (wall_us + 999) / 1000 ELSE 0 END),
+                SUM(CASE WHEN outcome != 'rejected' THEN (wall_us + 999) / 1000 * ((memory_bytes + 1023) / 1024)
+                    ELSE 0 END),
+                SUM(cpu_us), SUM(request_bytes), SUM(response_bytes), SUM(outbound_bytes), MAX(peak_memory_bytes)
+         FROM usage GROUP BY 1, 2, 3, 4, 5, 6;
+         DROP TABLE usage_hourly_v2;
+         -- Summaries group by (function, source, runtime): read in that order, no sort.
+         CREATE INDEX usage_hourly_v3_function ON usage_hourly_v3 (function, source, runtime);",
+    ),
 ];
 
-/// Adds the hourly rollups of the raw rows with `id > ?1` to `usage_hourly_v2`, summing into the
-/// rows that exist: run by the writer for each batch and once by the legacy import.
+/// Adds the hourly rollups of the raw rows with `id > ?1` to `usage_hourly_v3`, summing into the
+/// rows that exist: run by the writer for each batch and once by the legacy import. Bills are
+/// priced from these sums (see `pricing`): requests that ran, wall time rounded up to the ms
+/// per invocation, and that times configured memory rounded up to the KiB.
 pub(crate) const ROLLUP_FROM_RAW: &str = "
-    INSERT INTO usage_hourly_v2 (hour_ms, function, revision, source, runtime, invocations, cold_starts, ok, failed,
-                                 wall_us, request_bytes, response_bytes, peak_memory_bytes_max)
-    SELECT start_ms / 3600000 * 3600000, function, revision, source, runtime, COUNT(*), SUM(cold != 0),
-           SUM(outcome = 'ok'), SUM(outcome != 'ok'), SUM(wall_us), SUM(request_bytes), SUM(response_bytes),
-           MAX(peak_memory_bytes)
-    FROM usage WHERE id > ?1 GROUP BY 1, 2, 3, 4, 5
-    ON CONFLICT (hour_ms, function, revision, source, runtime) DO UPDATE SET
+    INSERT INTO usage_hourly_v3 (hour_ms, namespace, function, revision, source, runtime, invocations, cold_starts,
+                                 ok, failed, wall_us, billed_requests, billed_ms, billed_kib_ms, cpu_us,
+                                 request_bytes, response_bytes, outbound_bytes, peak_memory_bytes_max)
+    SELECT start_ms / 3600000 * 3600000, namespace, function, revision, source, runtime, COUNT(*), SUM(cold != 0),
+           SUM(outcome = 'ok'), SUM(outcome != 'ok'), SUM(wall_us), SUM(outcome != 'rejected'),
+           SUM(CASE WHEN outcome != 'rejected' THEN (wall_us + 999) / 1000 ELSE 0 END),
+           SUM(CASE WHEN outcome != 'rejected' THEN (wall_us + 999) / 1000 * ((memory_bytes + 1023) / 1024) ELSE 0 END),
+           SUM(cpu_us), SUM(request_bytes), SUM(response_bytes), SUM(outbound_bytes), MAX(peak_memory_bytes)
+    FROM usage WHERE id > ?1 GROUP BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (hour_ms, namespace, function, revision, source, runtime) DO UPDATE SET
         invocations = invocations + excluded.invocations,
         cold_starts = cold_starts + excluded.cold_starts,
         ok = ok + excluded.ok,
         failed = failed + excluded.failed,
         wall_us = wall_us + excluded.wall_us,
+        billed_requests = billed_requests + excluded.billed_requests,
+        billed_ms = billed_ms + excluded.billed_ms,
+        billed_kib_ms = billed_kib_ms + excluded.billed_kib_ms,
+        cpu_us = cpu_us + excluded.cpu_us,
         request_bytes = request_bytes + excluded.request_bytes,
         response_bytes = response_bytes + excluded.response_bytes,
+        outbound_bytes = outbound_bytes + excluded.outbound_bytes,
         peak_memory_bytes_max = MAX(peak_memory_bytes_max, excluded.peak_memory_bytes_max)";
 
 /// Opens (creating) `ledger.db` for writing, in WAL mode.
@@ -268,7 +325,7 @@ mod tests {
         // The rollups moved: the old table is gone, its index with it.
         let old: i64 = conn
             .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('usage_hourly', 'usage_hourly_function')",
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('usage_hourly', 'usage_hourly_function', 'usage_hourly_v2')",
                 [],
                 |r| r.get(0),
             )

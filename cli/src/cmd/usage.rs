@@ -4,12 +4,25 @@ use crate::human;
 use crate::output::{self, Output};
 use crate::table::Table;
 
-/// Show metered usage: a summary per function, optionally the newest invocation records
+/// Show metered usage: a summary per function, optionally grouped by hour, day or function,
+/// and the newest invocation records
 #[derive(clap::Args, Debug)]
 pub struct UsageArgs {
-    /// Only this function
-    #[arg(long, value_name = "NAME")]
+    /// Only this function (a name in --namespace, or namespace/name)
+    #[arg(long, visible_alias = "fn", value_name = "NAME")]
     pub function: Option<String>,
+    /// Only this namespace
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// From this date or time (2026-11-22, 2026-11-22T03:00:00Z), rounded down to the hour
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Up to this date or time (exclusive), rounded up to the hour
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Also show usage per hour, day or function
+    #[arg(long, value_name = "GROUP", value_parser = ["hour", "day", "function"])]
+    pub by: Option<String>,
     /// Also list the N newest invocation records
     #[arg(long, value_name = "N")]
     pub records: Option<u64>,
@@ -17,12 +30,20 @@ pub struct UsageArgs {
 
 pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<()> {
     let mut req = client.admin("GET", "/v1/usage");
-    if let Some(function) = &args.function {
-        req = req.query("function", function);
+    let params = [
+        ("function", &args.function),
+        ("namespace", &args.namespace),
+        ("from", &args.from),
+        ("to", &args.to),
+        ("by", &args.by),
+    ];
+    for (name, value) in params {
+        if let Some(value) = value {
+            req = req.query(name, value);
+        }
     }
-    if let Some(n) = args.records {
-        req = req.query("limit", &n.to_string());
-    }
+    // Records cost a read of the raw table: only when asked for.
+    req = req.query("limit", &args.records.unwrap_or(0).to_string());
     let body = client.text(req, None)?;
     if output == Output::Json {
         return Ok(output::print(&body)?);
@@ -70,6 +91,37 @@ pub fn run(client: &Client, output: Output, args: UsageArgs) -> anyhow::Result<(
                     (up, cpu) => format!("{:.1} (cpu {:.1})", up as f64 / 1000.0, cpu as f64 / 1000.0),
                 },
             ]);
+        }
+        text.push_str(&t.render(""));
+    }
+
+    if !usage.series.is_empty() {
+        let mut t = Table::new(&[
+            if args.by.as_deref() == Some("function") { "FUNCTION" } else { "START" },
+            "INVOCATIONS",
+            "FAILED",
+            "BILLED-MS",
+            "GB-S",
+            "CPU-MS",
+            "REQ-BYTES",
+            "RESP-BYTES",
+            "OUTBOUND",
+        ]);
+        for b in &usage.series {
+            t.row(vec![
+                b.function.clone().or_else(|| b.start.clone()).unwrap_or_default(),
+                b.invocations.to_string(),
+                b.failed.to_string(),
+                b.billed_ms.to_string(),
+                wisp_ledger::decimal(b.billed_kib_ms.into(), wisp_ledger::KIB_MS_PER_GB_S),
+                wisp_ledger::decimal(b.cpu_us.into(), 1000),
+                human::size(b.request_bytes),
+                human::size(b.response_bytes),
+                human::size(b.outbound_bytes),
+            ]);
+        }
+        if !text.is_empty() {
+            text.push('\n');
         }
         text.push_str(&t.render(""));
     }

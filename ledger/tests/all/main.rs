@@ -16,7 +16,7 @@ use wisp_ledger::{
 };
 
 const HOUR_MS: u64 = 3_600_000;
-/// 2026-11-22 03:00:00 UTC, an hour boundary.
+/// 2025-11-22 03:00:00 UTC, an hour boundary.
 const T0: u64 = 1_763_780_400_000;
 
 /// The `usage` table as release 921004f created it in `wisp.db` (scheduler/src/store.rs),
@@ -82,10 +82,22 @@ fn replica(function: &str, replica: &str, start_ms: u64, end_ms: u64) -> Replica
 fn expected_summary(records: &[UsageRecord]) -> Vec<UsageSummary> {
     let mut by_function: BTreeMap<String, UsageSummary> = BTreeMap::new();
     for r in records {
-        let s = by_function
-            .entry(r.function.to_string())
-            .or_insert_with(|| UsageSummary { function: r.function.to_string(), ..UsageSummary::default() });
+        let s = by_function.entry(r.function.to_string()).or_insert_with(|| UsageSummary {
+            function: r.function.to_string(),
+            namespace: r.function.split_once('/').map_or("default", |(ns, _)| ns).to_string(),
+            ..UsageSummary::default()
+        });
         s.invocations += 1;
+        // Billing's sums, recomputed per record: only refused invocations are not billed;
+        // wall time rounds up to the ms, configured memory up to the KiB.
+        if r.outcome != Outcome::Rejected {
+            let ms = r.wall_us.div_ceil(1000);
+            s.billed_requests += 1;
+            s.billed_ms += ms;
+            s.billed_kib_ms += ms * r.memory_bytes.div_ceil(1024);
+        }
+        s.cpu_us += r.cpu_us;
+        s.outbound_bytes += r.outbound_bytes;
         s.cold_starts += u64::from(r.cold);
         if r.outcome == Outcome::Ok {
             s.ok += 1;
@@ -103,7 +115,7 @@ fn expected_summary(records: &[UsageRecord]) -> Vec<UsageSummary> {
 }
 
 fn all(limit: u32) -> UsageQuery {
-    UsageQuery { function: None, limit }
+    UsageQuery { function: None, limit, ..UsageQuery::default() }
 }
 
 fn count(db: &Path, sql: &str) -> u64 {
@@ -123,7 +135,9 @@ fn legacy_db(dir: &Path, rows: u64) -> Vec<UsageRecord> {
     let mut records = Vec::new();
     for n in 0..rows {
         let function = if n.is_multiple_of(3) { "echo" } else { "hello" };
-        let r = record(function, Source::Http, T0 + n * 1_000_000, outcomes[n as usize % 4], n);
+        let mut r = record(function, Source::Http, T0 + n * 1_000_000, outcomes[n as usize % 4], n);
+        // That release metered neither configured memory nor CPU time.
+        (r.memory_bytes, r.cpu_us) = (0, 0);
         conn.execute(
             "INSERT INTO usage (function, revision, start_ms, wall_us, cold, peak_memory_bytes, outcome,
                                 request_bytes, response_bytes, status)
@@ -208,7 +222,10 @@ async fn reopened_ledger_reports_exact_totals_newest_first() {
         assert_eq!(stored.peak_memory_bytes, sent.peak_memory_bytes);
     }
 
-    let echo = ledger.report(UsageQuery { function: Some("echo".into()), limit: 1000 }).await.unwrap();
+    let echo = ledger
+        .report(UsageQuery { function: Some("echo".into()), limit: 1000, ..UsageQuery::default() })
+        .await
+        .unwrap();
     assert_eq!(echo.summary.len(), 1);
     assert_eq!(echo.summary[0].invocations, 75);
     assert_eq!(echo.records.len(), 75);
@@ -218,7 +235,8 @@ async fn reopened_ledger_reports_exact_totals_newest_first() {
     let totals_only = ledger.report(all(0)).await.unwrap();
     assert!(totals_only.records.is_empty());
     assert_eq!(totals_only.summary, report.summary);
-    let none = ledger.report(UsageQuery { function: Some("nope".into()), limit: 5 }).await.unwrap();
+    let none =
+        ledger.report(UsageQuery { function: Some("nope".into()), limit: 5, ..UsageQuery::default() }).await.unwrap();
     assert_eq!(none, UsageReport::default());
     assert_eq!(ledger.stats().dropped_total, 0);
     ledger.close().await;
@@ -257,13 +275,17 @@ async fn summary_equals_brute_force_over_raw_rows() {
     };
     let rollups = rows(
         "SELECT hour_ms, unicode(function), revision, unicode(source), unicode(runtime), invocations, cold_starts, ok,
-                failed, wall_us, request_bytes, response_bytes, peak_memory_bytes_max
-         FROM usage_hourly_v2 ORDER BY 1, 2, 3, 4, 5",
+                failed, wall_us, request_bytes, response_bytes, peak_memory_bytes_max, billed_requests, billed_ms,
+                billed_kib_ms, cpu_us, outbound_bytes
+         FROM usage_hourly_v3 ORDER BY 1, 2, 3, 4, 5",
     );
     let brute = rows(
         "SELECT start_ms / 3600000 * 3600000, unicode(function), revision, unicode(source), unicode(runtime), COUNT(*),
                 SUM(cold), SUM(outcome = 'ok'), SUM(outcome != 'ok'), SUM(wall_us), SUM(request_bytes),
-                SUM(response_bytes), MAX(peak_memory_bytes)
+                SUM(response_bytes), MAX(peak_memory_bytes), SUM(outcome != 'rejected'),
+                SUM(IIF(outcome != 'rejected', (wall_us + 999) / 1000, 0)),
+                SUM(IIF(outcome != 'rejected', (wall_us + 999) / 1000 * ((memory_bytes + 1023) / 1024), 0)),
+                SUM(cpu_us), SUM(outbound_bytes)
          FROM usage GROUP BY 1, function, 3, source, runtime ORDER BY 1, 2, 3, 4, 5",
     );
     assert_eq!(rollups, brute);
@@ -562,6 +584,12 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
             by_runtime: BTreeMap::from([("container".to_string(), 10)]),
             replica_ms: 60_000,
             replica_cpu_ms: 1_500,
+            namespace: "default".into(),
+            billed_requests: 10,
+            billed_ms: 12,
+            billed_kib_ms: 12 * 131_072,
+            cpu_us: 900,
+            outbound_bytes: 5,
         }],
         records: vec![StoredUsage {
             id: 42,
@@ -579,7 +607,12 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
             trigger: None,
             event_id: None,
             runtime: Runtime::Container,
+            namespace: "default".into(),
+            memory_bytes: 128 << 20,
+            cpu_us: 40,
+            outbound_bytes: 0,
         }],
+        ..UsageReport::default()
     };
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(
@@ -589,11 +622,14 @@ fn report_json_keeps_its_shape_and_reads_leniently() {
                           "wall_us_total": 1234, "request_bytes": 0, "response_bytes": 170,
                           "peak_memory_bytes_max": 1114112, "by_source": { "http": 10 },
                           "by_runtime": { "container": 10 }, "replica_ms": 60000,
-                          "replica_cpu_ms": 1500 }],
+                          "replica_cpu_ms": 1500, "namespace": "default", "billed_requests": 10,
+                          "billed_ms": 12, "billed_kib_ms": 1572864, "cpu_us": 900, "outbound_bytes": 5 }],
             "records": [{ "id": 42, "function": "hello", "revision": 3, "source": "http",
                           "start_ms": 1763780000000u64, "wall_us": 61, "cold": false,
                           "peak_memory_bytes": 1114112, "outcome": "ok", "request_bytes": 0,
-                          "response_bytes": 17, "status": 200, "runtime": "container" }]
+                          "response_bytes": 17, "status": 200, "runtime": "container",
+                          "namespace": "default", "memory_bytes": 134217728u64, "cpu_us": 40,
+                          "outbound_bytes": 0 }]
         })
     );
     assert_eq!(serde_json::from_value::<UsageReport>(json).unwrap(), report);
@@ -709,7 +745,8 @@ async fn runtime_round_trips_and_is_counted_per_function() {
     let db = dir.path().join("ledger.db");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM usage WHERE runtime = 'container'"), 60);
 
-    let img = ledger.report(UsageQuery { function: Some("img".into()), limit: 1 }).await.unwrap();
+    let img =
+        ledger.report(UsageQuery { function: Some("img".into()), limit: 1, ..UsageQuery::default() }).await.unwrap();
     assert_eq!(img.summary.len(), 1);
     assert_eq!(img.summary[0].by_runtime, BTreeMap::from([("container".to_string(), 40)]));
     assert_eq!(img.records[0].runtime, Runtime::Container);
@@ -724,7 +761,10 @@ async fn ledger_db_of_schema_v2_migrates_as_wasm_with_totals_unchanged() {
         .map(|n| {
             let function = if n % 3 == 0 { "echo" } else { "hello" };
             let outcome = if n % 4 == 0 { Outcome::Trap } else { Outcome::Ok };
-            record(function, Source::ALL[n as usize % 4], T0 + n * HOUR_MS / 2, outcome, n)
+            let mut r = record(function, Source::ALL[n as usize % 4], T0 + n * HOUR_MS / 2, outcome, n);
+            // Schema v2 had no configured memory or CPU time.
+            (r.memory_bytes, r.cpu_us) = (0, 0);
+            r
         })
         .collect();
     {
@@ -756,7 +796,7 @@ async fn ledger_db_of_schema_v2_migrates_as_wasm_with_totals_unchanged() {
     }
 
     let ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
-    assert_eq!(count(&db, "PRAGMA user_version"), 4);
+    assert_eq!(count(&db, "PRAGMA user_version"), 5);
     let report = ledger.report(all(100)).await.unwrap();
     // Every old row is wasm (`record` builds wasm records), and the totals are as before.
     assert_eq!(report.summary, expected_summary(&old));
@@ -766,9 +806,9 @@ async fn ledger_db_of_schema_v2_migrates_as_wasm_with_totals_unchanged() {
     assert!(report.records.iter().all(|r| r.runtime == Runtime::Wasm));
     assert_eq!(report.records[0].trigger.as_deref(), Some("orders"));
     // The rollups moved (hour by hour, under 'wasm'); the old table is gone.
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM usage_hourly_v2 WHERE runtime != 'wasm'"), 0);
-    assert_eq!(count(&db, "SELECT COUNT(DISTINCT hour_ms) FROM usage_hourly_v2"), 5);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'usage_hourly'"), 0);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM usage_hourly_v3 WHERE runtime != 'wasm'"), 0);
+    assert_eq!(count(&db, "SELECT COUNT(DISTINCT hour_ms) FROM usage_hourly_v3"), 5);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('usage_hourly', 'usage_hourly_v2')"), 0);
 
     // New records add to the moved rollups, in the same hour, under their own runtime.
     let mut new = record("hello", Source::Http, T0, Outcome::Ok, 100);
@@ -830,7 +870,8 @@ async fn replica_time_is_summed_per_function_with_the_filter() {
     assert_eq!(count(&db, "SELECT COUNT(*) FROM replica_usage"), 6);
     assert_eq!(count(&db, "SELECT COUNT(DISTINCT replica) FROM replica_usage"), 6);
 
-    let zebra = ledger.report(UsageQuery { function: Some("zebra".into()), limit: 10 }).await.unwrap();
+    let zebra =
+        ledger.report(UsageQuery { function: Some("zebra".into()), limit: 10, ..UsageQuery::default() }).await.unwrap();
     assert_eq!(
         zebra.summary,
         [UsageSummary {
@@ -841,10 +882,12 @@ async fn replica_time_is_summed_per_function_with_the_filter() {
         }]
     );
     assert!(zebra.records.is_empty());
-    let middle = ledger.report(UsageQuery { function: Some("middle".into()), limit: 0 }).await.unwrap();
+    let middle =
+        ledger.report(UsageQuery { function: Some("middle".into()), limit: 0, ..UsageQuery::default() }).await.unwrap();
     assert_eq!(middle.summary.len(), 1);
     assert_eq!((middle.summary[0].invocations, middle.summary[0].replica_ms), (10, 3_500));
-    let none = ledger.report(UsageQuery { function: Some("nope".into()), limit: 5 }).await.unwrap();
+    let none =
+        ledger.report(UsageQuery { function: Some("nope".into()), limit: 5, ..UsageQuery::default() }).await.unwrap();
     assert_eq!(none, UsageReport::default());
     ledger.close().await;
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use http_body::Body;
 use http_body_util::Full;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::time::timeout_at;
 use wasmtime::Trap;
@@ -88,18 +89,22 @@ where
     })?;
     invoked.cold = cold;
     let outbound = ready.store.data().hooks.bytes.clone();
-    let (result, peak) = run(pool, ready, http::Request::from_parts(parts, Full::new(body)), deadline).await;
+    let cpu_ns = AtomicU64::new(0);
+    let (result, peak) = run(pool, ready, http::Request::from_parts(parts, Full::new(body)), deadline, &cpu_ns).await;
     invoked.peak_memory_bytes = peak;
+    invoked.cpu_us = cpu_ns.load(Ordering::Relaxed) / 1000;
     invoked.outbound_bytes = outbound.load(std::sync::atomic::Ordering::Relaxed);
     result
 }
 
-/// Runs the handler on a ready instance; returns the result and the peak memory it used.
+/// Runs the handler on a ready instance; returns the result and the peak memory it used, and
+/// adds the thread CPU time the handler's polls took to `cpu_ns`.
 async fn run(
     pool: &PoolInner,
     ready: Ready,
     req: http::Request<Full<Bytes>>,
     deadline: Instant,
+    cpu_ns: &AtomicU64,
 ) -> (Result<http::Response<Bytes>, InvokeError>, u64) {
     let limits = pool.limits;
     let Ready { mut store, proxy } = ready;
@@ -139,6 +144,7 @@ async fn run(
     let raced = timeout_at(deadline.into(), async {
         let call = proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out);
         tokio::pin!(call);
+        let mut call = CpuTimed { inner: call, spent_ns: cpu_ns };
         tokio::select! {
             handled = &mut call => (handled, None),
             response = &mut response => (call.await, Some(response)),
@@ -170,6 +176,35 @@ async fn run(
     };
     pool.reap(store);
     (result, peak)
+}
+
+/// CPU time of the calling thread, nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we pass; CLOCK_THREAD_CPUTIME_ID always exists
+    // on Linux. On an error ts stays zero and the poll counts as no time.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// Adds the thread CPU time each poll of `inner` takes to `spent_ns`: the guest runs only
+/// inside these polls, on whichever worker polls it, so their sum is its CPU time (Workers'
+/// billing meter), without counting time it waits for I/O or for a worker. An atomic (never
+/// contended) keeps the invocation future `Send` and survives the timeout dropping this.
+struct CpuTimed<'a, F> {
+    inner: F,
+    spent_ns: &'a AtomicU64,
+}
+
+impl<F: Future + Unpin> Future for CpuTimed<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let start = thread_cpu_ns();
+        let out = std::pin::Pin::new(&mut self.inner).poll(cx);
+        self.spent_ns.fetch_add(thread_cpu_ns().saturating_sub(start), Ordering::Relaxed);
+        out
+    }
 }
 
 fn classify(error: wasmtime::Error, memory_refused: bool, memory_limit: u64, timeout: Duration) -> InvokeError {

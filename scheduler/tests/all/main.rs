@@ -61,7 +61,7 @@ async fn every_source_is_metered_once_and_a_cancelled_invocation_still_counts() 
     assert!(abandoned.await.is_err());
     assert_eq!(s.invoke("nope", get("/"), Source::Http).await.unwrap_err().kind(), ErrorKind::NotFound);
 
-    let report = s.usage(UsageQuery { function: Some("m".into()), limit: 10 }).await.unwrap();
+    let report = s.usage(UsageQuery { function: Some("m".into()), limit: 10, ..UsageQuery::default() }).await.unwrap();
     let seen: Vec<(&str, &str, u16)> =
         report.records.iter().map(|r| (r.source.as_str(), r.outcome.as_str(), r.status)).collect();
     assert_eq!(seen, [("async", "cancelled", 0), ("http", "trap", 0), ("kafka", "ok", 201)]);

@@ -168,7 +168,7 @@ fn trigger(
 /// The trigger's attempts in the ledger, oldest first: (event id, status).
 async fn attempts(node: &Node, trigger: &str) -> Vec<(String, u16)> {
     // `Node::usage` stops at 10,000 records; the rebalance test goes past that.
-    let query = UsageQuery { function: Some("events".into()), limit: 100_000 };
+    let query = UsageQuery { function: Some("events".into()), limit: 100_000, ..UsageQuery::default() };
     let records = node.scheduler.usage(query).await.unwrap().records.into_iter().rev();
     records.filter(|r| r.trigger.as_deref() == Some(trigger)).filter_map(|r| Some((r.event_id?, r.status))).collect()
 }

@@ -6,6 +6,7 @@ mod admin;
 mod apply_cli;
 mod asynchronous;
 mod autoscaling;
+mod billing;
 mod cli;
 mod container_fields;
 mod containers;

@@ -28,7 +28,7 @@ pub struct SecretInfo {
 }
 
 struct Secret {
-    data: Arc<BTreeMap<String, String>>,
+    data: SecretData,
     created_at_ms: u64,
     updated_at_ms: u64,
 }
@@ -39,10 +39,13 @@ struct Secret {
 pub(crate) struct Secrets(RwLock<HashMap<(String, String), Secret>>);
 
 impl Secrets {
-    fn data(&self, namespace: &str, name: &str) -> Option<Arc<BTreeMap<String, String>>> {
+    fn data(&self, namespace: &str, name: &str) -> Option<SecretData> {
         self.0.read().unwrap().get(&(namespace.to_string(), name.to_string())).map(|s| s.data.clone())
     }
 }
+
+/// One secret's keys and values.
+type SecretData = Arc<BTreeMap<String, String>>;
 
 /// Why a function's settings do not resolve against the secrets: the field and the message.
 type Unresolved = (String, String);
@@ -52,7 +55,7 @@ type Unresolved = (String, String);
 fn resolve_env(
     namespace: &str,
     settings: &Settings,
-    lookup: &dyn Fn(&str) -> Option<Arc<BTreeMap<String, String>>>,
+    lookup: &dyn Fn(&str) -> Option<SecretData>,
 ) -> Result<BTreeMap<String, String>, Unresolved> {
     let missing = |field: &str, name: &str| {
         (crate::images::container_field(field), format!("secret {name:?} not found in namespace {namespace:?}"))

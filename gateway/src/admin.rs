@@ -25,14 +25,10 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 const DRAIN_PAUSE: Duration = Duration::from_secs(1);
 
 pub(crate) async fn handle(gateway: &Gateway, mut req: Request<Body>) -> Result<Resp, ApiError> {
-    // Before anything is read or changed: a refused request has no effect. Its body is
-    // drained (within bounds) so a client still sending it reads the 401/403.
+    // Before anything is read or changed: a refused request has no effect.
     let caller = match auth::authorize(gateway, &mut req) {
         Ok(caller) => caller,
-        Err(refused) => {
-            drain(std::pin::pin!(req.into_body())).await;
-            return Err(refused);
-        }
+        Err(refused) => return Err(auth::refuse(refused, req.into_body()).await),
     };
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
@@ -584,7 +580,7 @@ async fn read_upload(gateway: &Gateway, req: Request<Body>) -> Result<Bytes, Api
 
 /// Discards the rest of a refused upload, within bounds, so a client that writes its whole
 /// body before reading (most do) sees the answer.
-async fn drain(mut body: Pin<&mut Body>) {
+pub(crate) async fn drain(mut body: Pin<&mut Body>) {
     let mut left = DRAIN_LIMIT;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         while !body.is_end_stream() {

@@ -18,7 +18,9 @@ pub(crate) fn wants_async(req: &Request<Body>) -> bool {
 pub(crate) async fn submit(gateway: &Gateway, rest: &str, req: Request<Body>) -> Result<Resp, ApiError> {
     let (mut parts, body) = req.into_parts();
     let (name, uri) = crate::function_uri(gateway, &parts.uri, rest)?;
-    crate::auth::check_invoke(gateway, &mut parts.headers, &name)?;
+    if let Err(refused) = crate::auth::check_invoke(gateway, &mut parts.headers, &name) {
+        return Err(crate::auth::refuse(refused, body).await);
+    }
     let Some(settings) = gateway.scheduler.settings(&name) else {
         return Err(wisp_scheduler::InvokeError::NotFound(name).into());
     };

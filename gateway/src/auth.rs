@@ -145,6 +145,13 @@ pub(crate) fn check_invoke(gateway: &Gateway, headers: &mut HeaderMap, id: &str)
     Ok(())
 }
 
+/// A refused request's answer, once its body is drained (within bounds) so a client still
+/// sending it reads the 401/403 instead of a broken pipe.
+pub(crate) async fn refuse(refused: ApiError, body: Body) -> ApiError {
+    crate::admin::drain(std::pin::pin!(body)).await;
+    refused
+}
+
 /// Whether `caller` sees objects of namespace `ns` in a list.
 pub(crate) fn sees(caller: &TokenInfo, ns: &str) -> bool {
     caller.namespace.includes(ns)

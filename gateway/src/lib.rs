@@ -293,7 +293,9 @@ async fn invoke_by_host(
     req: Request<Body>,
 ) -> Result<Resp, ApiError> {
     let (mut parts, body) = req.into_parts();
-    auth::check_invoke(gateway, &mut parts.headers, id)?;
+    if let Err(refused) = auth::check_invoke(gateway, &mut parts.headers, id) {
+        return Err(auth::refuse(refused, body).await);
+    }
     if let Some(tag) = tag {
         let value = http::HeaderValue::from_str(&tag).map_err(|e| ApiError::BadRequest(format!("tag: {e}")))?;
         parts.headers.insert("knative-serving-tag", value);
@@ -326,7 +328,9 @@ pub(crate) fn split_function_path(rest: &str, exists: impl Fn(&str) -> bool) -> 
 async fn invoke(gateway: &Gateway, req: Request<Body>) -> Result<Resp, ApiError> {
     let (mut parts, body) = req.into_parts();
     let (name, uri) = function_uri(gateway, &parts.uri, &parts.uri.path()["/fn/".len()..])?;
-    auth::check_invoke(gateway, &mut parts.headers, &name)?;
+    if let Err(refused) = auth::check_invoke(gateway, &mut parts.headers, &name) {
+        return Err(auth::refuse(refused, body).await);
+    }
     parts.uri = uri;
     let response = gateway.scheduler.invoke(&name, Request::from_parts(parts, body), Source::Http).await?;
     Ok(response.map(Full::new))

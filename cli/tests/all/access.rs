@@ -227,6 +227,9 @@ fn private_functions_need_a_token_that_may_invoke_in_their_namespace() {
         assert_eq!(call(path, &[("Authorization", &bearer(&elsewhere))]).status, 403, "{path}");
         assert_eq!(call(path, &[("Authorization", &bearer(&viewer))]).status, 403, "{path}");
     }
+    // A refused body is drained, not cut off: the client reads its 401.
+    let big = request("POST", &format!("{}/fn/team/api/", node.url), Some(&vec![b'a'; 4 << 20]), &[]);
+    assert_eq!(big.status, 401, "{}", big.body);
     // Host routing is held to the same rule.
     assert_eq!(call("/", &[("Host", "api.team.localhost")]).status, 401);
     let ok = call("/fn/team/api/", &[("Authorization", &bearer(&invoker))]);

@@ -95,8 +95,11 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert!(cannot_start.error().contains("failed to instantiate"), "{}", cannot_start.body);
 
     // A declared oversized upload is refused before its body is sent.
-    let huge_upload =
-        raw_http(&node, b"POST /v1/functions/other HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n");
+    let head = format!(
+        "POST /v1/functions/other HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 2097152\r\n\r\n",
+        node.token
+    );
+    let huge_upload = raw_http(&node, head.as_bytes());
     assert!(huge_upload.starts_with("HTTP/1.1 413"), "{huge_upload}");
     assert!(huge_upload.contains("component upload exceeds the limit of 1048576 bytes"), "{huge_upload}");
 

@@ -36,6 +36,9 @@ fn snapshot(node: &Node) -> Vec<String> {
     out
 }
 
+/// (method, path, body, 403 for the team viewer, 403 for the team deployer)
+type Route<'a> = (&'a str, &'a str, Option<&'a [u8]>, bool, bool);
+
 #[test]
 fn every_admin_route_refuses_without_or_outside_its_token() {
     let dir = tempdir();
@@ -56,9 +59,8 @@ fn every_admin_route_refuses_without_or_outside_its_token() {
     let trigger = br#"{"name":"t","function":"hello","source":{"kafka":{"brokers":"127.0.0.1:1","topics":["x"]}}}"#;
     let token = br#"{"name":"intruder","role":"admin"}"#;
     let tokens_path = format!("/v1/tokens/{viewer_id}");
-    // (method, path, body, 403 for the team viewer, 403 for the team deployer). Everyone
-    // without a valid token gets 401 and the invoker 403 on every route.
-    let routes: Vec<(&str, &str, Option<&[u8]>, bool, bool)> = vec![
+    // Everyone without a valid token gets 401 and the invoker 403 on every route.
+    let routes: Vec<Route> = vec![
         ("GET", "/v1/functions/hello", None, true, true),
         ("POST", "/v1/functions/hello", Some(&wasm), true, true),
         ("PUT", "/v1/functions/hello", Some(&wasm), true, true),

@@ -118,7 +118,8 @@ pub fn start(
     let url = config.url.clone();
     let exporter = Arc::new(Exporter::start(data_dir, config).context("starting the usage export")?);
     registry.register_collector(Box::new(ExportCollector(Arc::downgrade(&exporter))));
-    println!("wisp: usage export to {url}");
+    // stdout's first line is the listening address (scripts read it).
+    tracing::info!(%url, "usage export on");
     Ok(Some(exporter))
 }
 

@@ -231,6 +231,8 @@ impl Worker {
 
     /// Sends one batch if there is one. `Ok(true)`: a batch went out (look again at once).
     fn export_once(&mut self) -> Result<bool, ExportError> {
+        // Before the POST too: while the webhook fails, the backlog still shows.
+        self.update_pending()?;
         for kind in [Kind::Invocation, Kind::Replica] {
             let (events, last) = self.read_batch(kind)?;
             if events.is_empty() {
@@ -240,10 +242,8 @@ impl Worker {
             self.post(&Value::Array(events))?;
             self.conn.execute("UPDATE meta SET value = ?2 WHERE key = ?1", params![kind.cursor(), last.to_string()])?;
             self.counters.exported.fetch_add(n, Ordering::Relaxed);
-            self.update_pending()?;
             return Ok(true);
         }
-        self.update_pending()?;
         Ok(false)
     }
 

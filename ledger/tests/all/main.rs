@@ -2,6 +2,8 @@
 //! asserts on timing; where one must wait for the writer to reach a state (a failed write) it
 //! polls for that state.
 
+mod billing;
+
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -44,11 +44,11 @@ fn month_of(ms: u64) -> String {
     format!("{:04}-{m:02}", yoe + era * 400 + i64::from(m <= 2))
 }
 
-/// `(namespace, function, meter) -> amount_micros`, and totals by currency, from raw records.
-fn recompute(
-    records: &[Value],
-    period: &str,
-) -> (BTreeMap<(String, String, String), (u64, u64)>, BTreeMap<String, u64>) {
+/// `(namespace, function, meter)`.
+type Line = (String, String, String);
+
+/// Line items as `(raw quantity, amount_micros)` and totals by currency, from raw records.
+fn recompute(records: &[Value], period: &str) -> (BTreeMap<Line, (u64, u64)>, BTreeMap<String, u64>) {
     let mut used: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
     for r in records.iter().filter(|r| month_of(r["start_ms"].as_u64().unwrap()) == period) {
         let key = (r["namespace"].as_str().unwrap().to_string(), r["function"].as_str().unwrap().to_string());

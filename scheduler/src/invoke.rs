@@ -125,8 +125,9 @@ impl Meter<'_> {
     /// off); returns when the record counts as written.
     fn record(&self, outcome: Outcome, invoked: Option<&Invoked>) -> Option<Committed> {
         let wall = self.started.elapsed();
-        let (cold, peak, request_bytes, cpu_us, outbound_bytes) = invoked
-            .map_or((false, 0, 0, 0, 0), |i| (i.cold, i.peak_memory_bytes, i.request_bytes, i.cpu_us, i.outbound_bytes));
+        let (cold, peak, request_bytes, cpu_us, outbound_bytes) = invoked.map_or((false, 0, 0, 0, 0), |i| {
+            (i.cold, i.peak_memory_bytes, i.request_bytes, i.cpu_us, i.outbound_bytes)
+        });
         let (status, response_bytes) = match invoked.map(|i| &i.result) {
             Some(Ok(response)) => (response.status().as_u16(), response.body().len() as u64),
             _ => (0, 0),

@@ -66,8 +66,12 @@ impl Node {
 
     /// Every usage record of `function`, oldest first (at most 10,000 per call; tests stay below).
     pub async fn usage(&self, function: &str) -> Vec<StoredUsage> {
-        let mut records =
-            self.scheduler.usage(UsageQuery { function: Some(function.into()), limit: 10_000, ..UsageQuery::default() }).await.unwrap().records;
+        let mut records = self
+            .scheduler
+            .usage(UsageQuery { function: Some(function.into()), limit: 10_000, ..UsageQuery::default() })
+            .await
+            .unwrap()
+            .records;
         records.reverse();
         records
     }

@@ -154,7 +154,11 @@ fn overflowing_and_out_of_range_inputs_are_refused_with_400() {
         assert!(resp.error().contains(field), "{query}: {}", resp.body);
     }
     assert_eq!(node.get("/v1/functions/f").status, 404, "nothing was deployed");
-    for limit in ["9223372036854775808", "0", "-1", "ten", "10001"] {
+    // 0 is allowed: totals without records.
+    let totals = node.get("/v1/usage?limit=0");
+    assert_eq!(totals.status, 200, "{}", totals.body);
+    assert_eq!(totals.json()["records"].as_array().map_or(0, Vec::len), 0, "{}", totals.body);
+    for limit in ["9223372036854775808", "-1", "ten", "10001"] {
         let resp = node.get(&format!("/v1/usage?limit={limit}"));
         assert_eq!(resp.status, 400, "limit={limit}: {}", resp.body);
         assert!(resp.error().contains("limit"), "{}", resp.body);

@@ -11,7 +11,7 @@
 //! ledger file is replaced by a new one. Raw-row retention never deletes rows past the cursor
 //! while `meta.usage_export_cursor` exists; it exists exactly while an export is configured.
 
-use crate::{LedgerError, schema};
+use crate::{LedgerError, schema, split_function};
 use hmac::{Hmac, Mac};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
@@ -388,11 +388,6 @@ fn event(kind: &str, source: &str, id: String, subject: &str, time: String, data
         "datacontenttype": "application/json",
         "data": data,
     })
-}
-
-/// (namespace, name) of a function id (`name` in the default namespace, else `namespace/name`).
-fn split_function(id: &str) -> (&str, &str) {
-    id.split_once('/').unwrap_or(("default", id))
 }
 
 fn rfc3339(ms: i64) -> String {

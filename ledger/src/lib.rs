@@ -46,7 +46,12 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// The namespace of a function id: `namespace/name`, or a bare `name` in the default namespace.
 pub fn namespace_of(function: &str) -> &str {
-    function.split_once('/').map_or(DEFAULT_NAMESPACE, |(namespace, _)| namespace)
+    split_function(function).0
+}
+
+/// (namespace, name) of a function id: `namespace/name`, or a bare `name` in the default namespace.
+pub(crate) fn split_function(function: &str) -> (&str, &str) {
+    function.split_once('/').unwrap_or((DEFAULT_NAMESPACE, function))
 }
 
 use rusqlite::Connection;

@@ -21,4 +21,7 @@ command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 scripts/services.sh
 cargo build --release --workspace
 cargo build --release --target wasm32-wasip2 --manifest-path functions/Cargo.toml
+# Python (componentize-py, PyPI) and JavaScript (ComponentizeJS, npm) functions.
+functions/python/build.sh
+functions/js/build.sh
 functions/containers/build.sh

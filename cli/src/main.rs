@@ -125,6 +125,18 @@ fn with_token_hint(err: anyhow::Error, source: &config::TokenSource) -> anyhow::
 }
 
 fn main() -> ExitCode {
+    // The node runs itself as its compiler (wisp_runtime's child process): not a user command.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() == 4 && args[1] == wisp_runtime::wasm::COMPILE_SUBCOMMAND {
+        let key = args[3].to_string_lossy();
+        return match wisp_runtime::wasm::compile_child(std::path::Path::new(&args[2]), &key) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(e.exit_code() as u8)
+            }
+        };
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => output::report(err),

@@ -227,6 +227,8 @@ impl NodeConfig {
             max_field_size: size_flag("--max-field-size", &args.max_field_size)? as usize,
             outbound_timeout: duration_flag("--outbound-timeout", &args.outbound_timeout)?,
             max_outbound_concurrency: args.max_outbound_concurrency,
+            // Components compile in a child process: its memory goes when it exits.
+            compiler: Some(std::env::current_exe().context("finding the wisp executable (the compiler)")?),
             ..WasmConfig::default()
         };
         anyhow::ensure!(!wasm.outbound_timeout.is_zero(), "--outbound-timeout must be above 0");
@@ -471,6 +473,8 @@ fn open_access(data_dir: &Path) -> anyhow::Result<wisp_access::Access> {
     Ok(access)
 }
 
+/// Deploys every `*.wasm` in `dir` (named by file stem) that is new or changed, all at once:
+/// their compilations run in parallel.
 async fn deploy_dir(scheduler: &Scheduler, dir: &Path, addr: SocketAddr) -> anyhow::Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("--deploy-dir {}", dir.display()))?
@@ -478,9 +482,15 @@ async fn deploy_dir(scheduler: &Scheduler, dir: &Path, addr: SocketAddr) -> anyh
         .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
         .collect();
     entries.sort();
-    for path in entries {
-        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else { continue };
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let deploys = entries.iter().map(|path| async move {
+        let name = path.file_stem().and_then(|s| s.to_str())?;
+        let bytes = match tokio::fs::read(path).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!("skipping {}: {e}", path.display());
+                return None;
+            }
+        };
         let hash = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         let unchanged = scheduler.describe(name).await.is_ok_and(|f| f.component_hash == hash);
         if !unchanged {
@@ -488,10 +498,13 @@ async fn deploy_dir(scheduler: &Scheduler, dir: &Path, addr: SocketAddr) -> anyh
                 Ok(f) => tracing::info!(function = name, revision = f.revision, "deployed from {}", path.display()),
                 Err(e) => {
                     tracing::warn!("skipping {}: {e}", path.display());
-                    continue;
+                    return None;
                 }
             }
         }
+        Some(name)
+    });
+    for name in futures::future::join_all(deploys).await.into_iter().flatten() {
         println!("wisp: function {name:<12} curl http://{addr}/fn/{name}");
     }
     Ok(())

@@ -83,8 +83,12 @@ pub const MAX_REQUEST_BODY: &str = "wisp.dev/max-request-body";
 pub const MAX_RESPONSE_BODY: &str = "wisp.dev/max-response-body";
 /// `Settings::allow_outbound`: origins outbound HTTP may reach, comma-separated.
 pub const ALLOW_OUTBOUND: &str = "wisp.dev/allow-outbound";
+/// `Settings::max_instance_reuse_count`: requests one Wasm instance may serve in sequence
+/// (1..10000; 1 = a fresh instance per request).
+pub const MAX_INSTANCE_REUSE_COUNT: &str = "wisp.dev/max-instance-reuse-count";
 /// The Wisp annotations of a revision template.
-pub const TEMPLATE_WISP_KEYS: &[&str] = &[MAX_CONCURRENCY, MAX_REQUEST_BODY, MAX_RESPONSE_BODY, ALLOW_OUTBOUND];
+pub const TEMPLATE_WISP_KEYS: &[&str] =
+    &[MAX_CONCURRENCY, MAX_REQUEST_BODY, MAX_RESPONSE_BODY, ALLOW_OUTBOUND, MAX_INSTANCE_REUSE_COUNT];
 
 pub const KPA: &str = "kpa.autoscaling.knative.dev";
 pub const HPA: &str = "hpa.autoscaling.knative.dev";
@@ -273,6 +277,14 @@ pub fn apply_template(anns: &BTreeMap<String, String>, path: &str, settings: &mu
             Err(_) => errs.invalid(v, at(MAX_CONCURRENCY)),
         }
     }
+    if let Some(v) = anns.get(MAX_INSTANCE_REUSE_COUNT) {
+        let max = wisp_scheduler::MAX_INSTANCE_REUSE;
+        match v.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => settings.max_instance_reuse_count = n,
+            Ok(_) => errs.out_of_bounds(v, 1, max, at(MAX_INSTANCE_REUSE_COUNT)),
+            Err(_) => errs.invalid(v, at(MAX_INSTANCE_REUSE_COUNT)),
+        }
+    }
     if let Some(v) = anns.get(ALLOW_OUTBOUND) {
         settings.allow_outbound.clear();
         for origin in v.split(',').map(str::trim).filter(|o| !o.is_empty()) {
@@ -421,6 +433,12 @@ pub fn for_settings(written: &BTreeMap<String, String>, settings: &Settings) -> 
         settings.max_response_body_bytes != parsed.max_response_body_bytes,
         settings.max_response_body_bytes == default.max_response_body_bytes,
         format_bytes(settings.max_response_body_bytes.clamp(1, MAX_BODY)),
+    );
+    out.knob(
+        &Key(&[MAX_INSTANCE_REUSE_COUNT]),
+        settings.max_instance_reuse_count != parsed.max_instance_reuse_count,
+        settings.max_instance_reuse_count == default.max_instance_reuse_count,
+        settings.max_instance_reuse_count,
     );
     if settings.allow_outbound != parsed.allow_outbound {
         if settings.allow_outbound.is_empty() {

@@ -13,6 +13,9 @@ pub struct Limits {
     pub max_request_body: u64,
     /// Largest response body the function may return.
     pub max_response_body: u64,
+    /// Requests one instance may serve, one after another (1: a fresh instance per request).
+    /// Reuse keeps guest state between those requests; see `max_instance_reuse_count`.
+    pub max_instance_reuse: u32,
 }
 
 impl Default for Limits {
@@ -22,6 +25,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(30),
             max_request_body: 4 << 20,
             max_response_body: 16 << 20,
+            max_instance_reuse: 1,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct WorkloadStats {
     pub invocations: u64,
     /// Invocations that found nothing ready and started an instance themselves.
     pub cold_starts: u64,
+    /// Recent average time to start one instance (zero where not measured).
+    pub instantiation: std::time::Duration,
 }
 
 /// One live revision: a pool of Wasm instances now, container replicas next. Callers hold a

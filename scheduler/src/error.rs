@@ -109,7 +109,9 @@ impl SchedulerError {
             | SchedulerError::InvalidField { .. } => ErrorKind::Invalid,
             SchedulerError::Deploy(e) => match e {
                 DeployError::Capacity(_) => ErrorKind::Unavailable,
-                DeployError::Cache(_) | DeployError::CacheLoad { .. } => ErrorKind::Internal,
+                DeployError::Cache(_) | DeployError::CacheLoad { .. } | DeployError::Compiler { .. } => {
+                    ErrorKind::Internal
+                }
                 DeployError::Empty
                 | DeployError::NotWasm
                 | DeployError::CoreModule

@@ -29,8 +29,8 @@ pub use error::{ErrorKind, InvokeError, SchedulerError};
 pub use images::DEFAULT_PORT;
 pub use kpa::{Averages, Decider, DeciderConfig, Decision, Input, Windows};
 pub use model::{
-    Artifact, RESERVED_ENV, SETTING_NAMES, SecretKeyRef, Settings, check_env_name, parse_duration, parse_origin,
-    parse_size, validate_name,
+    Artifact, MAX_INSTANCE_REUSE, RESERVED_ENV, SETTING_NAMES, SecretKeyRef, Settings, check_env_name, parse_duration,
+    parse_origin, parse_size, validate_name,
 };
 pub use revision::ScalingStatus;
 pub use scaling::{Metric, Scaling};

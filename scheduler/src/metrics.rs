@@ -156,6 +156,7 @@ impl Collector for NodeCollector {
                     let stats = r.live.stats();
                     sum.ready += stats.ready;
                     sum.in_flight += stats.in_flight;
+                    sum.instantiation = sum.instantiation.max(stats.instantiation);
                 }
                 (&*s.state.name, sum, inner.concurrency_limit(&s.latest().settings))
             })
@@ -176,6 +177,13 @@ impl Collector for NodeCollector {
             for (function, stats, limit) in &per_function {
                 ConstGauge::new(read(stats, *limit)).encode(family.encode_family(&[("function", *function)])?)?;
             }
+        }
+        let g = ConstGauge::new(0f64);
+        let help = "Recent average time to instantiate the function's component (slowest live revision)";
+        let mut family = encoder.encode_descriptor("wisp_instantiation_seconds", help, None, g.metric_type())?;
+        for (function, stats, _) in &per_function {
+            ConstGauge::new(stats.instantiation.as_secs_f64())
+                .encode(family.encode_family(&[("function", *function)])?)?;
         }
         // Per revision: the autoscaler's view.
         let revisions: Vec<(&str, &str, ScalingStatus)> = services

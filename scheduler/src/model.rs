@@ -32,6 +32,9 @@ pub struct Settings {
     pub container_concurrency: u32,
     /// The KPA knobs (`autoscaling.knative.dev/*`).
     pub scaling: Scaling,
+    /// Requests one Wasm instance may serve one after another; 1 (the default) gives every
+    /// request a fresh instance. Above 1, guest state persists between those requests.
+    pub max_instance_reuse_count: u32,
     /// Environment variables the guest sees.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -117,6 +120,7 @@ impl Default for Settings {
             max_concurrency: 0,
             container_concurrency: 0,
             scaling: Scaling::default(),
+            max_instance_reuse_count: limits.max_instance_reuse,
             env: BTreeMap::new(),
             secret_env: Vec::new(),
             secrets: Vec::new(),
@@ -132,7 +136,7 @@ impl Default for Settings {
 /// Deploy-time settings names, as accepted in query parameters and manifests. `env`
 /// (`K=V`), `secret` and `allow_outbound` may repeat: together they replace the previous
 /// revision's list (an empty value clears it).
-pub const SETTING_NAMES: [&str; 10] = [
+pub const SETTING_NAMES: [&str; 11] = [
     "min_warm",
     "idle_timeout",
     "memory",
@@ -140,6 +144,7 @@ pub const SETTING_NAMES: [&str; 10] = [
     "max_request_body",
     "max_response_body",
     "max_concurrency",
+    "max_instance_reuse_count",
     "env",
     "secret",
     "allow_outbound",
@@ -150,6 +155,8 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const MAX_BODY: u64 = 1 << 30;
 const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_CONCURRENCY: u32 = 100_000;
+/// Largest `max_instance_reuse_count`.
+pub const MAX_INSTANCE_REUSE: u32 = 10_000;
 const MIN_MEMORY: u64 = 1 << 20;
 
 impl Settings {
@@ -213,6 +220,13 @@ impl Settings {
                     }
                     s.max_concurrency = n;
                 }
+                "max_instance_reuse_count" => {
+                    let n: u32 = value.parse().map_err(|_| invalid(format!("{value:?} is not a whole number")))?;
+                    if !(1..=MAX_INSTANCE_REUSE).contains(&n) {
+                        return Err(invalid(format!("{n} must be at least 1 and at most {MAX_INSTANCE_REUSE}")));
+                    }
+                    s.max_instance_reuse_count = n;
+                }
                 "memory" => {
                     s.memory_bytes = parse_size(value).map_err(invalid)?;
                     if s.memory_bytes < MIN_MEMORY {
@@ -254,6 +268,7 @@ impl Settings {
             timeout: Duration::from_millis(self.timeout_ms),
             max_request_body: self.max_request_body_bytes,
             max_response_body: self.max_response_body_bytes,
+            max_instance_reuse: self.max_instance_reuse_count,
         }
     }
 

@@ -237,6 +237,15 @@ impl Scheduler {
             });
         }
 
+        if let Some(Artifact::Image { .. }) = &artifact
+            && settings.max_instance_reuse_count != 1
+        {
+            return Err(SchedulerError::InvalidSetting {
+                field: "max_instance_reuse_count".into(),
+                message: "a container replica is one long-lived process that serves every request already; instance reuse is for Wasm components".into(),
+            });
+        }
+
         let _admin = self.inner.admin.lock().await;
         self.check_grants(&spec.namespace, settings, matches!(artifact, Some(Artifact::Image { .. })))?;
         let current = self.service(&id);

@@ -73,6 +73,12 @@ pub struct DeployArgs {
     /// (repeatable; replaces the previous list; --allow-outbound '' clears it). Wasm only
     #[arg(long, value_name = "URL")]
     pub allow_outbound: Vec<String>,
+    /// Requests one Wasm instance may serve one after another (default 1: a fresh instance per
+    /// request). Above 1, guest state (globals, heap, secrets read into memory) persists
+    /// between those requests of this function; never across functions, and an instance that
+    /// trapped, timed out or failed its response is dropped
+    #[arg(long, value_name = "N")]
+    pub max_instance_reuse_count: Option<u32>,
 }
 
 /// Uploading and compiling a big component takes a while.
@@ -87,6 +93,7 @@ pub fn run(client: &Client, output: Output, args: DeployArgs) -> anyhow::Result<
         ("max_request_body", args.max_request_body),
         ("max_response_body", args.max_response_body),
         ("max_concurrency", args.max_concurrency.map(|n| n.to_string())),
+        ("max_instance_reuse_count", args.max_instance_reuse_count.map(|n| n.to_string())),
         ("private", (args.private || args.public).then(|| args.private.to_string())),
     ];
     let req = client.admin("POST", &format!("/v1/functions/{}", client::segment(&args.name))).timeout(DEPLOY_TIMEOUT);

@@ -9,6 +9,7 @@
 //! - `log`    — one line to stdout, one to stderr, then 200 "logged\n"
 //! - `status` — responds with `?code=` (default 503)
 //! - `big`    — 200 with a body of `?bytes=` (default 1 MiB) `x` bytes
+//! - `count`  — 200 `count N\n`: requests this instance has served (1 unless reused)
 //!
 //! Anything else → 400 listing the modes.
 
@@ -16,7 +17,10 @@ use std::hint::black_box;
 
 use wisp_sdk::{Request, Response};
 
-const MODES: &str = "trap, panic, loop, sleep, oom, log, status, big";
+const MODES: &str = "trap, panic, loop, sleep, oom, log, status, big, count";
+
+/// Requests this instance has served in `count` mode: state that only instance reuse keeps.
+static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn handle(req: Request) -> Response {
     match req.query_param("mode").as_deref() {
@@ -37,20 +41,18 @@ fn handle(req: Request) -> Response {
             Response::text("logged\n")
         }
         Some("status") => match parse_param(&req, "code", 503u16) {
-            Ok(code) if (100..=999).contains(&code) => {
-                Response::text(format!("status {code}\n")).with_status(code)
-            }
+            Ok(code) if (100..=999).contains(&code) => Response::text(format!("status {code}\n")).with_status(code),
             _ => bad_request("code must be an integer 100..=999"),
         },
         Some("big") => match parse_param(&req, "bytes", 1usize << 20) {
-            Ok(n) => Response::new(200)
-                .with_header("content-type", "text/plain")
-                .with_body(vec![b'x'; n]),
+            Ok(n) => Response::new(200).with_header("content-type", "text/plain").with_body(vec![b'x'; n]),
             Err(()) => bad_request("bytes must be a non-negative integer"),
         },
-        other => bad_request(&format!(
-            "unknown mode {other:?}; use ?mode= one of: {MODES}"
-        )),
+        Some("count") => {
+            let n = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            Response::text(format!("count {n}\n"))
+        }
+        other => bad_request(&format!("unknown mode {other:?}; use ?mode= one of: {MODES}")),
     }
 }
 

@@ -403,6 +403,7 @@ impl Workload for ReplicaSet {
             peak_in_flight: inner.peak_in_flight.load(Ordering::Relaxed),
             invocations: inner.invocations.load(Ordering::Relaxed),
             cold_starts: inner.cold_starts.load(Ordering::Relaxed),
+            instantiation: std::time::Duration::ZERO,
         }
     }
 }

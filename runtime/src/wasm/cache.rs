@@ -3,6 +3,7 @@
 
 use super::DeployError;
 use super::RuntimeError;
+use super::compiler::Compiler;
 use sha2::{Digest, Sha256};
 use std::hash::Hash;
 use std::io::Write;
@@ -15,6 +16,8 @@ use wasmtime::component::Component;
 pub(crate) struct CompileCache {
     dir: PathBuf,
     engine_key: String,
+    /// Compiles in a child process; without it, in this one.
+    compiler: Option<Compiler>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -43,7 +46,7 @@ impl std::hash::Hasher for Sha256Hasher {
 }
 
 impl CompileCache {
-    pub(crate) fn open(dir: &Path, engine: &Engine) -> Result<Self, RuntimeError> {
+    pub(crate) fn open(dir: &Path, engine: &Engine, compiler: Option<Compiler>) -> Result<Self, RuntimeError> {
         let cache_dir = |error| RuntimeError::CacheDir { path: dir.to_owned(), error };
         // Only this node may write here: entries are loaded as trusted machine code.
         std::fs::DirBuilder::new()
@@ -52,11 +55,10 @@ impl CompileCache {
             .create(dir)
             .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
             .map_err(cache_dir)?;
-        let mut hasher = Sha256Hasher(Sha256::new());
-        engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
             dir: dir.to_owned(),
-            engine_key: hex::encode(&hasher.0.finalize()[..16]),
+            engine_key: engine_key(engine),
+            compiler,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
@@ -86,8 +88,18 @@ impl CompileCache {
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let compiled = engine.precompile_component(bytes).map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
-        write_atomically(&path, &compiled).map_err(DeployError::Cache)?;
+        match &self.compiler {
+            Some(compiler) => compiler.compile(bytes, &path, &self.engine_key)?,
+            None => {
+                let compiled =
+                    engine.precompile_component(bytes).map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+                write_atomically(&path, &compiled).map_err(DeployError::Cache)?;
+                drop(compiled);
+                // Give the compiler's freed working memory back to the OS now.
+                // SAFETY: malloc_trim only releases free heap pages.
+                unsafe { libc::malloc_trim(0) };
+            }
+        }
         // SAFETY: as above; we just wrote it.
         unsafe { Component::deserialize_file(engine, &path) }
             .map_err(|e| DeployError::CacheLoad { path: path.clone(), message: format!("{e:#}") })
@@ -105,9 +117,16 @@ impl CompileCache {
     }
 }
 
+/// The engine's compatibility key: the first half of the SHA-256 of its compatibility hash.
+pub(crate) fn engine_key(engine: &Engine) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(&hasher.0.finalize()[..16])
+}
+
 /// Writes through a temporary file (unique per call, so concurrent deploys of the same bytes do
 /// not collide) and a rename, so a crash never leaves a torn entry.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut file = tempfile::NamedTempFile::new_in(path.parent().unwrap_or(Path::new(".")))?;
     file.write_all(data)?;
     file.as_file().sync_all()?;

@@ -1,9 +1,12 @@
 //! Node-wide knobs of the Wasm runtime, named after `wasmtime serve`'s flags where it has one.
 
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Node-wide Wasm runtime knobs; each has a `wisp up` flag.
-#[derive(Debug, Clone)]
+/// Node-wide Wasm runtime knobs; each has a `wisp up` flag. Serializable: the compiler child
+/// builds its engine from the node's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WasmConfig {
     /// Component instances the pooling allocator can hold at once (ready + running).
     pub pool_instances: u32,
@@ -31,6 +34,9 @@ pub struct WasmConfig {
     pub outbound_timeout: Duration,
     /// Granted outbound HTTP requests in flight on the node at once; more wait for a slot.
     pub max_outbound_concurrency: usize,
+    /// The executable that compiles components in a child process (`wisp` itself, which
+    /// takes the hidden subcommand `COMPILE_SUBCOMMAND`); `None` compiles in this process.
+    pub compiler: Option<PathBuf>,
 }
 
 impl Default for WasmConfig {
@@ -48,6 +54,7 @@ impl Default for WasmConfig {
             max_table_elements: 1 << 20,
             outbound_timeout: Duration::from_secs(10),
             max_outbound_concurrency: 256,
+            compiler: None,
         }
     }
 }

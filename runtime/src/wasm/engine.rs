@@ -2,9 +2,11 @@
 //! ticker, and turning uploaded bytes into a ready-to-instantiate `ProxyPre`.
 
 use super::cache::{CacheStats, CompileCache};
+use super::compiler::Compiler;
 use super::host::Host;
 use super::outbound::{Grants, OutboundLimits};
 use super::pool::{self, InstancePool, PoolId};
+use super::refill::Refiller;
 use super::validate::{check_bytes, is_incoming_handler};
 use super::{DeployError, RuntimeError, WasmConfig};
 use crate::{Limits, LogBuffer, MemoryBudget};
@@ -22,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) config: WasmConfig,
     pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) outbound: OutboundLimits,
+    /// The refill threads every pool queues instantiations and resets on.
+    pub(crate) refiller: Refiller,
 }
 
 /// The Wasm runtime of a node: one engine, its linker and compile cache. Cheap to clone.
@@ -62,10 +66,13 @@ impl WasmRuntime {
         // store decides what is actually granted, which is nothing by default.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(RuntimeError::Engine)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(RuntimeError::Engine)?;
-        let cache = CompileCache::open(cache_dir, &engine)?;
+        let compiler = config.compiler.clone().map(|exe| Compiler::new(exe, &config));
+        let cache = CompileCache::open(cache_dir, &engine, compiler)?;
         spawn_epoch_ticker(&engine, config.epoch_tick)?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let refiller = Refiller::start(threads).map_err(RuntimeError::Refill)?;
         Ok(Self {
-            shared: Arc::new(Shared { engine, outbound: outbound_limits(&config), config, budget }),
+            shared: Arc::new(Shared { engine, outbound: outbound_limits(&config), config, budget, refiller }),
             linker: Arc::new(linker),
             cache: Arc::new(cache),
             loaded: Arc::default(),
@@ -147,7 +154,7 @@ impl WasmRuntime {
     /// that cannot start (say, its initial memory is above its limit) is refused at deploy.
     pub async fn check_instantiates(&self, compiled: &Compiled, limits: Limits) -> Result<(), DeployError> {
         let logs = Arc::new(LogBuffer::new(0));
-        let grants = pool::Granted::from(Grants::default());
+        let grants = Arc::new(pool::Granted::from(Grants::default()));
         pool::instantiate(&self.shared, &compiled.pre, &limits, &logs, "deploy-check", &grants).await.map(drop).map_err(
             |e| match e {
                 pool::InstantiateError::Capacity(m) => DeployError::Capacity(m),
@@ -178,7 +185,8 @@ fn outbound_limits(config: &WasmConfig) -> OutboundLimits {
     }
 }
 
-fn engine_config(config: &WasmConfig) -> Config {
+/// The engine configuration; the compiler child builds the same one.
+pub(crate) fn engine_config(config: &WasmConfig) -> Config {
     let n = config.pool_instances;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(n)

@@ -18,6 +18,9 @@ pub enum RuntimeError {
     /// The epoch ticker thread could not be started.
     #[error("starting the epoch ticker thread: {0}")]
     Ticker(#[source] std::io::Error),
+    /// A refill thread could not be started.
+    #[error("starting the refill threads: {0}")]
+    Refill(#[source] std::io::Error),
 }
 
 /// Why a component could not be deployed. Messages are shown to users as-is.
@@ -57,6 +60,14 @@ pub enum DeployError {
         requested: u64,
         /// `--max-memory`.
         max: u64,
+    },
+    /// The compiler process failed (not the component: it did not compile, or was killed).
+    #[error("the compiler process {} failed: {message}", exe.display())]
+    Compiler {
+        /// The executable run.
+        exe: std::path::PathBuf,
+        /// What happened: its exit status and error output.
+        message: String,
     },
     /// Writing the compiled code to the cache failed.
     #[error("writing compiled component to the cache: {0}")]

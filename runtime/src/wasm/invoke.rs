@@ -88,13 +88,37 @@ where
         InstantiateError::Budget(limit) => InvokeError::MemoryBudget { limit },
     })?;
     invoked.cold = cold;
+    // A reused instance that sets no response is a guest that cannot serve twice (the fetch
+    // event of ComponentizeJS, for one): its request runs again on a fresh instance.
+    let replay = (ready.uses > 0).then(|| copy_request(&parts, &body));
     let outbound = ready.store.data().hooks.bytes.clone();
     let cpu_ns = AtomicU64::new(0);
-    let (result, peak) = run(pool, ready, http::Request::from_parts(parts, Full::new(body)), deadline, &cpu_ns).await;
+    let (mut result, mut peak) =
+        run(pool, ready, http::Request::from_parts(parts, Full::new(body)), deadline, &cpu_ns).await;
+    if let Some(req) = replay
+        && matches!(&result, Err(InvokeError::Guest(m)) if m == NO_RESPONSE)
+    {
+        pool.stop_reuse();
+        let (fresh, _) = pool.take().await.map_err(|e| InvokeError::Guest(format!("instantiating: {e}")))?;
+        (result, peak) = run(pool, fresh, req, deadline, &cpu_ns).await;
+    }
     invoked.peak_memory_bytes = peak;
     invoked.cpu_us = cpu_ns.load(Ordering::Relaxed) / 1000;
     invoked.outbound_bytes = outbound.load(std::sync::atomic::Ordering::Relaxed);
     result
+}
+
+/// The error of a handler that returned without setting a response.
+const NO_RESPONSE: &str = "the handler returned without setting a response";
+
+/// A copy of a buffered request (the body is reference-counted).
+fn copy_request(parts: &http::request::Parts, body: &Bytes) -> http::Request<Full<Bytes>> {
+    let mut req = http::Request::new(Full::new(body.clone()));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
 }
 
 /// Runs the handler on a ready instance; returns the result and the peak memory it used, and
@@ -107,19 +131,19 @@ async fn run(
     cpu_ns: &AtomicU64,
 ) -> (Result<http::Response<Bytes>, InvokeError>, u64) {
     let limits = pool.limits;
-    let Ready { mut store, proxy } = ready;
-    store.data_mut().deadline = deadline;
-    store.set_epoch_deadline(1);
+    let mut ready = ready;
+    ready.store.data_mut().deadline = deadline;
+    ready.store.set_epoch_deadline(1);
 
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let resources = {
-        let mut http = store.data_mut().http();
+        let mut http = ready.store.data_mut().http();
         http.new_incoming_request(Scheme::Http, req).and_then(|req| Ok((req, http.new_response_outparam(sender)?)))
     };
     let (req, out) = match resources {
         Ok(r) => r,
         Err(e) => {
-            pool.reap(store);
+            pool.reap(ready.store);
             return (Err(InvokeError::Guest(format!("preparing the request: {e:#}"))), 0);
         }
     };
@@ -128,7 +152,7 @@ async fn run(
         let response = match receiver.await {
             Ok(Ok(response)) => response,
             Ok(Err(code)) => return Err(InvokeError::Guest(describe_error_code(&code))),
-            Err(_) => return Err(InvokeError::Guest("the handler returned without setting a response".into())),
+            Err(_) => return Err(InvokeError::Guest(NO_RESPONSE.into())),
         };
         let (parts, body) = response.into_parts();
         match read_within(&http::HeaderMap::new(), body, limits.max_response_body).await {
@@ -142,7 +166,7 @@ async fn run(
     // Drive the handler and the response side together: the guest streams its body while the
     // host reads it. The handler may keep running after the response is complete.
     let raced = timeout_at(deadline.into(), async {
-        let call = proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out);
+        let call = ready.proxy.wasi_http_incoming_handler().call_handle(&mut ready.store, req, out);
         tokio::pin!(call);
         let mut call = CpuTimed { inner: call, spent_ns: cpu_ns };
         tokio::select! {
@@ -152,7 +176,9 @@ async fn run(
     })
     .await;
 
-    let memory = &store.data().memory;
+    // The handler returned (no trap, timeout or refused memory): its instance may serve again.
+    let returned = matches!(raced, Ok((Ok(()), _)));
+    let memory = &ready.store.data().memory;
     let (peak, refused, budget_refused) = (memory.peak, memory.refused, memory.budget_refused);
     let result = match raced {
         Err(_) => Err(InvokeError::Timeout(limits.timeout)),
@@ -164,18 +190,31 @@ async fn run(
             // complete now. If it left the body open, dropping its store closes it, and what
             // is left of the same deadline bounds the wait.
             if let Some(result) = response.as_mut().now_or_never() {
-                pool.reap(store);
+                finish(pool, ready, &result);
                 return (result, peak);
             }
-            drop(store);
-            // Its slot is free now: let the refill task replace it (reap would have woken it).
-            pool.wake_refill();
+            drop(ready);
+            // Its slot is free now: let a refill job replace it (reap would have queued one).
+            pool.refill();
             let late = timeout_at(deadline.into(), response).await;
             return (late.unwrap_or(Err(InvokeError::Timeout(limits.timeout))), peak);
         }
     };
-    pool.reap(store);
+    if returned {
+        finish(pool, ready, &result);
+    } else {
+        pool.reap(ready.store);
+    }
     (result, peak)
+}
+
+/// After a handler that returned: an instance whose response is complete may serve again
+/// (`recycle` decides); one whose response failed is dropped.
+fn finish(pool: &PoolInner, ready: Ready, result: &Result<http::Response<Bytes>, InvokeError>) {
+    match result {
+        Ok(_) => pool.recycle(ready),
+        Err(_) => pool.reap(ready.store),
+    }
 }
 
 /// CPU time of the calling thread, nanoseconds.

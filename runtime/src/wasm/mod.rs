@@ -3,6 +3,7 @@
 //! pre-instantiated `wasi:http/incoming-handler` instances.
 
 mod cache;
+mod compiler;
 mod config;
 mod engine;
 mod error;
@@ -10,9 +11,11 @@ mod host;
 mod invoke;
 mod outbound;
 mod pool;
+mod refill;
 mod validate;
 
 pub use cache::CacheStats;
+pub use compiler::{COMPILE_SUBCOMMAND, ChildError, compile_child};
 pub use config::WasmConfig;
 pub use engine::{Compiled, PoolUsage, WasmRuntime};
 pub use error::{DeployError, RuntimeError};

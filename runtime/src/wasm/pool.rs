@@ -1,15 +1,16 @@
 //! A revision's pool of pre-instantiated instances. The request path pops a ready instance
-//! (or instantiates on demand when none is left: a cold start); a background task refills the
-//! pool up to its target. One instance serves one request and is then dropped.
+//! (or instantiates on demand when none is left: a cold start); the refill threads
+//! ([`super::refill`]) keep the pool at its goal, in batches on as many cores as it needs, and
+//! reset finished stores. One instance serves one request and is then dropped.
 
 use super::engine::{Compiled, Shared};
 use super::host::{Host, LogStream, MemoryMeter};
 use super::outbound::{Grants, Origin, Outbound};
+use super::refill::{Job, Lead};
 use crate::{InvokeError, Limits, LogBuffer, WorkloadStats};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Instant;
-use tokio::sync::Notify;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -26,7 +27,7 @@ pub struct PoolId {
 }
 
 /// A running revision's instance pool: its limits, logs and pre-instantiated instances. Cheap
-/// to clone; the pool (and its refill task) ends when the last clone is dropped.
+/// to clone; the pool ends when the last clone is dropped (queued refill jobs do not hold it).
 #[derive(Clone)]
 pub struct InstancePool {
     pub(crate) inner: Arc<PoolInner>,
@@ -34,6 +35,8 @@ pub struct InstancePool {
 
 pub(crate) struct PoolInner {
     pub(crate) shared: Arc<Shared>,
+    /// This pool, for the jobs it queues (they must not keep it alive).
+    me: Weak<PoolInner>,
     pub(crate) id: PoolId,
     pre: Arc<ProxyPre<Host>>,
     pub(crate) limits: Limits,
@@ -41,21 +44,31 @@ pub(crate) struct PoolInner {
     /// What new instances are granted; replaced when a secret they read changes.
     grants: RwLock<Arc<Granted>>,
     ready: Mutex<Vec<Ready>>,
-    /// Finished stores, dropped by the refill task: returning a slot to the pool (and resetting
-    /// its memory) happens off the response path, right before the slot is reused.
+    /// Finished stores, dropped by a refill thread: returning a slot to the pool (and resetting
+    /// its memory) happens off the response path and off the async workers.
     finished: Mutex<Vec<Store<Host>>>,
     target: AtomicUsize,
-    refill: Arc<Notify>,
+    /// Refill jobs queued or running for this pool, at most one per refill thread.
+    workers: AtomicUsize,
+    /// How many spare instances keep the pool ahead of its requests.
+    lead: Lead,
+    /// Set once a reused instance answered nothing (see `stop_reuse`).
+    reuse_stopped: AtomicBool,
     pub(crate) in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
     pub(crate) invocations: AtomicU64,
     pub(crate) cold_starts: AtomicU64,
 }
 
-/// An instance created ahead of its request.
+/// An instance created ahead of its request, or one that served requests cleanly and may
+/// serve more (`Limits::max_instance_reuse`).
 pub(crate) struct Ready {
     pub(crate) store: Store<Host>,
     pub(crate) proxy: Proxy,
+    /// What it was granted: an instance made with grants since replaced is never kept.
+    grants: Arc<Granted>,
+    /// Requests it has served.
+    pub(crate) uses: u32,
 }
 
 impl InstancePool {
@@ -67,9 +80,9 @@ impl InstancePool {
         logs: Arc<LogBuffer>,
         grants: Grants,
     ) -> Self {
-        let refill = Arc::new(Notify::new());
-        let inner = Arc::new(PoolInner {
+        let inner = Arc::new_cyclic(|me| PoolInner {
             shared,
+            me: me.clone(),
             id,
             pre: compiled.pre,
             limits,
@@ -78,13 +91,14 @@ impl InstancePool {
             ready: Mutex::new(Vec::new()),
             finished: Mutex::new(Vec::new()),
             target: AtomicUsize::new(0),
-            refill: refill.clone(),
+            workers: AtomicUsize::new(0),
+            lead: Lead::new(),
+            reuse_stopped: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
             invocations: AtomicU64::new(0),
             cold_starts: AtomicU64::new(0),
         });
-        tokio::spawn(refill_loop(Arc::downgrade(&inner), refill));
         Self { inner }
     }
 
@@ -96,7 +110,7 @@ impl InstancePool {
         for r in stale {
             self.inner.reap(r.store);
         }
-        self.inner.refill.notify_one();
+        self.inner.refill();
     }
 }
 
@@ -123,6 +137,7 @@ impl PoolInner {
             peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed).max(in_flight),
             invocations: self.invocations.load(Ordering::Relaxed),
             cold_starts: self.cold_starts.load(Ordering::Relaxed),
+            instantiation: self.lead.instantiation(),
         }
     }
 
@@ -135,13 +150,13 @@ impl PoolInner {
         }
         let surplus: Vec<Ready> = {
             let mut ready = self.ready.lock().unwrap();
-            let keep = ready.len().min(target);
+            let keep = ready.len().min(self.goal());
             ready.drain(keep..).collect()
         };
         for r in surplus {
             self.reap(r.store);
         }
-        self.refill.notify_one();
+        self.refill();
     }
 
     /// Marks a request's arrival; the returned guard marks its end.
@@ -154,14 +169,16 @@ impl PoolInner {
 
     /// A ready instance, or a fresh one when the pool is empty (`cold` = true).
     pub(crate) async fn take(&self) -> Result<(Ready, bool), InstantiateError> {
+        self.lead.taken();
         let (popped, left) = {
             let mut ready = self.ready.lock().unwrap();
             let popped = ready.pop();
             (popped, ready.len())
         };
-        // Refill in batches: wake the refill task once the pool is half empty, not per request.
-        if left <= self.target.load(Ordering::Relaxed) / 2 {
-            self.refill.notify_one();
+        // Refill in batches, once the pool is down to half its goal: a thread wake per request
+        // costs more than instantiating a small component. The spares keep it ahead meanwhile.
+        if left <= self.goal() / 2 {
+            self.refill();
         }
         match popped {
             Some(ready) => Ok((ready, false)),
@@ -180,27 +197,79 @@ impl PoolInner {
         }
     }
 
+    /// A fresh instance with the current grants.
     async fn instantiate(&self) -> Result<Ready, InstantiateError> {
-        self.instantiate_granted().await.map(|(ready, _)| ready)
-    }
-
-    /// An instance, and the grants it was made with.
-    async fn instantiate_granted(&self) -> Result<(Ready, Arc<Granted>), InstantiateError> {
         let grants = self.grants.read().unwrap().clone();
+        let start = Instant::now();
         let ready = instantiate(&self.shared, &self.pre, &self.limits, &self.logs, &self.id.function, &grants).await?;
-        Ok((ready, grants))
+        self.lead.made(start.elapsed());
+        Ok(ready)
     }
 
-    /// Hands a finished store to the refill task, which drops it (freeing its pool slot).
+    /// Ready instances to keep: the scheduler's target plus the spares that keep the pool
+    /// ahead of its requests.
+    fn goal(&self) -> usize {
+        let target = self.target.load(Ordering::Relaxed);
+        target + self.lead.spare(target)
+    }
+
+    /// Hands a finished store to a refill thread, which drops it (freeing its pool slot).
     pub(crate) fn reap(&self, store: Store<Host>) {
         let first = {
             let mut finished = self.finished.lock().unwrap();
             finished.push(store);
             finished.len() == 1
         };
-        // One wake per batch: the refill task drops everything finished since it last ran.
+        // One job per batch of finished stores; a pool short of its goal is topped up too, so a
+        // pool at rest has its goal, while refills under load come in batches (see `take`).
         if first {
-            self.refill.notify_one();
+            if self.wants_more() {
+                self.refill();
+            }
+            // Always one reset job: a refill job running now may have dropped what finished
+            // already, and this batch would otherwise wait for the next one.
+            self.shared.refiller.send(Job::Reset(self.me.clone()));
+        }
+    }
+
+    /// Queues refill jobs: one more while the pool lacks more instances than jobs are making,
+    /// up to one per refill thread, so a large deficit is made on every core.
+    pub(crate) fn refill(&self) {
+        let lacking = self.goal().saturating_sub(self.ready.lock().unwrap().len());
+        let most = lacking.min(self.shared.refiller.threads());
+        let mut workers = self.workers.load(Ordering::Relaxed);
+        while workers < most {
+            match self.workers.compare_exchange(workers, workers + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.shared.refiller.send(Job::Fill(self.me.clone()));
+                    workers += 1;
+                }
+                Err(now) => workers = now,
+            }
+        }
+    }
+
+    /// A refill job: return finished slots and make instances until the pool has its goal.
+    pub(crate) async fn fill(&self) {
+        let failed = loop {
+            self.drop_finished();
+            if !self.wants_more() {
+                break false;
+            }
+            match self.instantiate().await {
+                Ok(ready) => self.push_if_wanted(ready),
+                Err(e) => {
+                    // Out of pool slots or memory, most likely: the next request tries again.
+                    tracing::warn!(function = %self.id.function, "pre-instantiation failed: {e}");
+                    break true;
+                }
+            }
+        };
+        self.workers.fetch_sub(1, Ordering::Relaxed);
+        // A request that took an instance after the last check saw this job running and
+        // queued none: look again.
+        if !failed && self.wants_more() {
+            self.refill();
         }
     }
 
@@ -209,23 +278,53 @@ impl PoolInner {
         InvokeError::MemoryBudget { limit: self.shared.budget.limit() }
     }
 
-    /// Wakes the refill task, e.g. after a store was dropped without `reap`.
-    pub(crate) fn wake_refill(&self) {
-        self.refill.notify_one();
-    }
-
-    fn drop_finished(&self) {
+    pub(crate) fn drop_finished(&self) {
         let finished = std::mem::take(&mut *self.finished.lock().unwrap());
         drop(finished);
     }
 
-    /// Keeps an instance made ahead with `made_with`, unless the pool is full or its grants
-    /// changed meanwhile (checked under the lock `set_grants` drains under, so none slips by).
-    fn push_if_wanted(&self, ready: Ready, made_with: &Arc<Granted>) {
+    /// Takes back an instance that served a request cleanly (the handler returned and the
+    /// response is complete: no trap, timeout or refused memory). It serves again while it has
+    /// uses left (`max_instance_reuse`); otherwise, as always by default, it is dropped.
+    pub(crate) fn recycle(&self, mut ready: Ready) {
+        ready.uses += 1;
+        if ready.uses >= self.limits.max_instance_reuse || self.reuse_stopped.load(Ordering::Relaxed) {
+            return self.reap(ready.store);
+        }
+        // Per-invocation host state starts over; guest memory is kept, by design.
+        ready.store.data().hooks.bytes.store(0, Ordering::Relaxed);
+        self.push_if_wanted(ready);
+    }
+
+    /// Turns reuse off for good, after a reused instance answered nothing: the guest cannot
+    /// serve twice. Used instances waiting in the pool are dropped.
+    pub(crate) fn stop_reuse(&self) {
+        if self.reuse_stopped.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(
+            function = %self.id.function,
+            revision = self.id.revision,
+            "a reused instance returned without a response: this guest cannot serve twice, so instance reuse is off for this revision"
+        );
+        let used: Vec<Ready> = {
+            let mut ready = self.ready.lock().unwrap();
+            let (used, fresh) = std::mem::take(&mut *ready).into_iter().partition(|r| r.uses > 0);
+            *ready = fresh;
+            used
+        };
+        for r in used {
+            self.reap(r.store);
+        }
+    }
+
+    /// Keeps an instance, unless the pool is full or its grants changed since it was made
+    /// (checked under the lock `set_grants` drains under, so none slips by).
+    fn push_if_wanted(&self, ready: Ready) {
         let surplus = {
             let mut pool = self.ready.lock().unwrap();
-            let current = Arc::ptr_eq(made_with, &self.grants.read().unwrap());
-            if current && pool.len() < self.target.load(Ordering::Relaxed) {
+            let current = Arc::ptr_eq(&ready.grants, &self.grants.read().unwrap());
+            if current && pool.len() < self.goal() {
                 pool.push(ready);
                 return;
             }
@@ -235,14 +334,7 @@ impl PoolInner {
     }
 
     fn wants_more(&self) -> bool {
-        self.ready.lock().unwrap().len() < self.target.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for PoolInner {
-    fn drop(&mut self) {
-        // Wake the refill task so it sees the pool is gone and exits.
-        self.refill.notify_one();
+        self.ready.lock().unwrap().len() < self.goal()
     }
 }
 
@@ -274,7 +366,7 @@ pub(crate) async fn instantiate(
     limits: &Limits,
     logs: &Arc<LogBuffer>,
     function: &str,
-    grants: &Granted,
+    grants: &Arc<Granted>,
 ) -> Result<Ready, InstantiateError> {
     let config = &shared.config;
     let mut wasi = WasiCtxBuilder::new();
@@ -308,7 +400,7 @@ pub(crate) async fn instantiate(
     });
     store.set_epoch_deadline(1);
     match pre.instantiate_async(&mut store).await {
-        Ok(proxy) => Ok(Ready { store, proxy }),
+        Ok(proxy) => Ok(Ready { store, proxy, grants: grants.clone(), uses: 0 }),
         Err(_) if store.data().memory.budget_refused => Err(InstantiateError::Budget(shared.budget.limit())),
         Err(e) => {
             // The host ran out of memory or maps (vm.max_map_count): wasmtime reports ENOMEM
@@ -323,26 +415,5 @@ pub(crate) async fn instantiate(
                 Err(InstantiateError::Component(format!("{e:#}")))
             }
         }
-    }
-}
-
-async fn refill_loop(pool: Weak<PoolInner>, refill: Arc<Notify>) {
-    loop {
-        let notified = refill.notified();
-        {
-            let Some(pool) = pool.upgrade() else { return };
-            pool.drop_finished();
-            while pool.wants_more() {
-                match pool.instantiate_granted().await {
-                    Ok((ready, made_with)) => pool.push_if_wanted(ready, &made_with),
-                    Err(e) => {
-                        // Out of pool slots, most likely; retry when the next request wakes us.
-                        tracing::warn!(function = %pool.id.function, "pre-instantiation failed: {e}");
-                        break;
-                    }
-                }
-            }
-        }
-        notified.await;
     }
 }

@@ -107,7 +107,10 @@ pub fn run(plan: &Plan, wisp: &Wisp, hello: &[u8]) -> anyhow::Result<ColdReport>
                         }
                     }
                     let cold_starts = wisp.cold_starts(&function)?;
-                    if first && cold_starts == 1.0 {
+                    // A Wasm function's first instance may come from a refill thread, started
+                    // when the activator scaled the revision up, instead of the request itself.
+                    let at_most_one = cold_starts == 1.0 || (side.runtime == "wasm" && cold_starts == 0.0);
+                    if first && at_most_one {
                         side.verified_cold += 1;
                     }
                     if !first && cold_starts > 1.0 {

@@ -70,7 +70,9 @@ impl WasmRuntime {
         let cache = CompileCache::open(cache_dir, &engine, compiler)?;
         spawn_epoch_ticker(&engine, config.epoch_tick)?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let refiller = Refiller::start(threads).map_err(RuntimeError::Refill)?;
+        // At most an eighth of the node's instance slots wait for a reset at any time.
+        let max_resets = config.pool_instances as usize / 8;
+        let refiller = Refiller::start(threads, max_resets).map_err(RuntimeError::Refill)?;
         Ok(Self {
             shared: Arc::new(Shared { engine, outbound: outbound_limits(&config), config, budget, refiller }),
             linker: Arc::new(linker),

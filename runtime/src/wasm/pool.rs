@@ -177,7 +177,10 @@ impl PoolInner {
         };
         // Refill in batches, once the pool is down to half its goal: a thread wake per request
         // costs more than instantiating a small component. The spares keep it ahead meanwhile.
-        if left <= self.goal() / 2 {
+        // An instance that will come back (`recycle`) needs no replacement: making one would
+        // crowd the reused instance out of the pool.
+        let returns = popped.as_ref().is_some_and(|r| self.may_reuse(r.uses + 1));
+        if !returns && left <= self.goal() / 2 {
             self.refill();
         }
         match popped {
@@ -215,6 +218,11 @@ impl PoolInner {
 
     /// Hands a finished store to a refill thread, which drops it (freeing its pool slot).
     pub(crate) fn reap(&self, store: Store<Host>) {
+        // The refill threads are behind (a saturated node): reset it here, or finished stores
+        // would hold the node's instance slots while new requests are refused for want of one.
+        if !self.shared.refiller.defer_reset() {
+            return drop(store);
+        }
         let first = {
             let mut finished = self.finished.lock().unwrap();
             finished.push(store);
@@ -280,7 +288,10 @@ impl PoolInner {
 
     pub(crate) fn drop_finished(&self) {
         let finished = std::mem::take(&mut *self.finished.lock().unwrap());
-        drop(finished);
+        for store in finished {
+            drop(store);
+            self.shared.refiller.reset_done();
+        }
     }
 
     /// Takes back an instance that served a request cleanly (the handler returned and the
@@ -288,12 +299,17 @@ impl PoolInner {
     /// uses left (`max_instance_reuse`); otherwise, as always by default, it is dropped.
     pub(crate) fn recycle(&self, mut ready: Ready) {
         ready.uses += 1;
-        if ready.uses >= self.limits.max_instance_reuse || self.reuse_stopped.load(Ordering::Relaxed) {
+        if !self.may_reuse(ready.uses) {
             return self.reap(ready.store);
         }
         // Per-invocation host state starts over; guest memory is kept, by design.
         ready.store.data().hooks.bytes.store(0, Ordering::Relaxed);
         self.push_if_wanted(ready);
+    }
+
+    /// Whether an instance that has served `uses` requests may serve another.
+    fn may_reuse(&self, uses: u32) -> bool {
+        uses < self.limits.max_instance_reuse && !self.reuse_stopped.load(Ordering::Relaxed)
     }
 
     /// Turns reuse off for good, after a reused instance answered nothing: the guest cannot

@@ -5,8 +5,8 @@
 //! over the idle cores, and when every core is busy the request path wins.
 
 use super::pool::PoolInner;
-use std::sync::Weak;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// Nice value of the refill threads: below the request path, so a saturated node serves
@@ -28,11 +28,15 @@ pub(crate) enum Job {
 pub(crate) struct Refiller {
     jobs: crossbeam_channel::Sender<Job>,
     threads: usize,
+    /// Finished stores handed to the threads and not yet dropped, across all pools.
+    resets: Arc<AtomicUsize>,
+    max_resets: usize,
 }
 
 impl Refiller {
-    /// Starts `threads` refill threads.
-    pub(crate) fn start(threads: usize) -> std::io::Result<Self> {
+    /// Starts `threads` refill threads, which take at most `max_resets` finished stores at a
+    /// time (their instance slots are not free until reset).
+    pub(crate) fn start(threads: usize, max_resets: usize) -> std::io::Result<Self> {
         let threads = threads.max(1);
         let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         for i in 0..threads {
@@ -59,7 +63,19 @@ impl Refiller {
                 }
             })?;
         }
-        Ok(Self { jobs, threads })
+        Ok(Self { jobs, threads, resets: Arc::default(), max_resets: max_resets.max(1) })
+    }
+
+    /// Claims a place for one more finished store; false when the threads are that far behind
+    /// and the caller must reset it itself (the back-pressure that bounds the backlog).
+    pub(crate) fn defer_reset(&self) -> bool {
+        let max = self.max_resets;
+        self.resets.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// A deferred store was dropped.
+    pub(crate) fn reset_done(&self) {
+        self.resets.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// How many refill threads there are.
@@ -151,6 +167,15 @@ mod tests {
         assert_eq!(lead.spare(8), 1, "3 ms to make, one taken per 10 ms: one in reserve");
         lead.gap_ns.store(20_000_000, Ordering::Relaxed);
         assert_eq!(lead.spare(8), 0, "requests 20 ms apart: the batch refill keeps up");
+    }
+
+    #[test]
+    fn deferred_resets_are_bounded_and_freed_as_they_are_done() {
+        let refiller = Refiller::start(1, 2).unwrap();
+        assert!(refiller.defer_reset() && refiller.defer_reset());
+        assert!(!refiller.defer_reset(), "two behind: the caller resets the third itself");
+        refiller.reset_done();
+        assert!(refiller.defer_reset());
     }
 
     #[test]
